@@ -1,0 +1,1 @@
+"""Composition: settings, the CLI and the HTTP server wire engine, cloud and ui together."""

@@ -1,0 +1,44 @@
+"""One `Settings` object, read from the environment (every variable is listed in README)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.cache import CacheLimits
+from engine.pipeline import EngineOptions
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    whisper_model: str = Field(default="bundled", description="WHISPER_MODEL")
+    whisper_device: str = Field(default="auto", description="WHISPER_DEVICE")
+    whisper_compute_type: str = Field(default="auto", description="WHISPER_COMPUTE_TYPE")
+    whisper_batch_size: int = Field(default=16, ge=1, description="WHISPER_BATCH_SIZE")
+    cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "subtide")
+    cache_max_size_mb: float = Field(default=5000, ge=0)
+    cache_audio_ttl_hours: float = Field(default=24, ge=0)
+    cache_cleanup_interval_minutes: float = Field(default=30, ge=0)
+    # None: each front end decides (the desktop CLI and app allow private URLs, servers don't).
+    subtide_allow_private_urls: bool | None = None
+
+    def engine_options(self, *, serves_others: bool) -> EngineOptions:
+        allow_private = self.subtide_allow_private_urls
+        if allow_private is None:
+            allow_private = not serves_others
+        return EngineOptions(
+            whisper_model=self.whisper_model,
+            device=self.whisper_device,
+            compute_type=self.whisper_compute_type,
+            batch_size=self.whisper_batch_size,
+            cache_dir=self.cache_dir.expanduser(),
+            cache_limits=CacheLimits(
+                max_size_mb=self.cache_max_size_mb,
+                audio_ttl_hours=self.cache_audio_ttl_hours,
+                cleanup_interval_minutes=self.cache_cleanup_interval_minutes,
+            ),
+            allow_private_urls=allow_private,
+        )

@@ -1,0 +1,1 @@
+"""Clients for remote Subtide backends (RunPod serverless, pods, self-hosted servers)."""

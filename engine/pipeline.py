@@ -1,0 +1,351 @@
+"""`Engine.run(job)`: the stages in order, yielding Events as the work goes."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from engine import media
+from engine.asr import (
+    DecodeOptions,
+    ModelChoice,
+    Segment,
+    Transcriber,
+    TranscriptInfo,
+    pick_device,
+    resolve_model,
+)
+from engine.cache import Cache, CacheLimits
+from engine.cues import CueBuilder
+from engine.formats import render_files, safe_stem
+from engine.hallucination import HallucinationFilter
+from engine.protocol import (
+    Cue,
+    CuesEvent,
+    ErrorEvent,
+    Event,
+    Health,
+    JobSpec,
+    ProgressEvent,
+    ResultEvent,
+    Source,
+    Stage,
+    SubtideError,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SAMPLE_RATE = 16000
+# Where each stage sits on the job's 0-100 scale; transcription is most of the work.
+_SPAN: dict[Stage, tuple[float, float]] = {
+    "queued": (0, 0),
+    "download": (0, 10),
+    "decode": (10, 15),
+    "transcribe": (15, 95),
+    "finalize": (95, 100),
+}
+
+
+@dataclass
+class EngineOptions:
+    whisper_model: str = "bundled"
+    device: str = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = 0
+    batch_size: int = 16
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "subtide")
+    cache_limits: CacheLimits = field(default_factory=CacheLimits)
+    use_cache: bool = True
+    allow_private_urls: bool = False
+
+
+class _Progress:
+    """Turns stage fractions into one percent that never goes down, with an ETA."""
+
+    def __init__(self) -> None:
+        self.percent = 0.0
+        self._stage: Stage | None = None
+        self._stage_started = time.monotonic()
+
+    def event(self, stage: Stage, fraction: float = 0.0, message: str = "") -> ProgressEvent:
+        if stage != self._stage:
+            self._stage, self._stage_started = stage, time.monotonic()
+        low, high = _SPAN[stage]
+        fraction = min(max(fraction, 0.0), 1.0)
+        self.percent = max(self.percent, low + (high - low) * fraction)
+        return ProgressEvent(
+            stage=stage,
+            percent=round(self.percent, 2),
+            message=message,
+            eta_s=self._eta(fraction),
+        )
+
+    def _eta(self, fraction: float) -> float | None:
+        if not 0.02 <= fraction < 1.0:
+            return None
+        spent = time.monotonic() - self._stage_started
+        return round(spent / fraction * (1.0 - fraction), 1)
+
+
+class Engine:
+    """The local pipeline; implements `engine.protocol.Backend`."""
+
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.cache = Cache(self.options.cache_dir, self.options.cache_limits)
+        self._cancel = threading.Event()
+        self._model_lock = threading.Lock()
+        self._transcriber: Transcriber | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def health(self) -> Health:
+        device, compute_type = pick_device(self.options.device, self.options.compute_type)
+        return Health(
+            ok=True,
+            version=_version(),
+            device=f"{device} ({compute_type})",
+            model=self.options.whisper_model,
+        )
+
+    def run(self, job: JobSpec) -> Iterator[Event]:
+        self._cancel.clear()
+        try:
+            yield from self._run(job)
+        except SubtideError as exc:
+            yield exc.to_event()
+        except Exception:
+            # The user gets a plain message; the traceback goes to the log only.
+            log.exception("internal error while processing %s", job.source.label)
+            yield ErrorEvent(
+                code="internal",
+                message="Subtide hit an unexpected error and stopped this job.",
+                hint="Try again; if it happens again, report it with the log output.",
+            )
+
+    def _run(self, job: JobSpec) -> Iterator[Event]:
+        _refuse_unsupported(job)
+        progress, timings = _Progress(), {}
+        started = time.monotonic()
+        yield progress.event("queued", message="Starting")
+        if self.options.use_cache:
+            self.cache.maybe_cleanup()
+        with tempfile.TemporaryDirectory(prefix="subtide-") as work:
+            mark = time.monotonic()
+            download = yield from self._fetch(job.source, Path(work), progress)
+            timings["download"] = time.monotonic() - mark
+
+            mark = time.monotonic()
+            yield progress.event("decode", message="Reading the audio")
+            media.probe(download.path)
+            audio = media.decode_audio(download.path, SAMPLE_RATE)
+            timings["decode"] = time.monotonic() - mark
+        duration = len(audio) / SAMPLE_RATE
+        if duration < 0.1:
+            raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
+
+        title = job.source.title or download.title
+        mark = time.monotonic()
+        cues, language = yield from self._transcribe(job, audio, title, progress)
+        timings["transcribe"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        yield progress.event("finalize", message="Writing subtitles")
+        files = render_files(
+            cues,
+            job.formats,
+            stem=_stem(job.source, title),
+            language=language,
+            style=job.style,
+            title=title,
+            duration=duration,
+        )
+        timings["finalize"] = time.monotonic() - mark
+        timings["total"] = time.monotonic() - started
+        yield progress.event("finalize", 1.0, message="Done")
+        yield ResultEvent(
+            cues=cues,
+            language=language,
+            duration=duration,
+            title=title,
+            timings={k: round(v, 3) for k, v in timings.items()},
+            files=files,
+        )
+
+    def _fetch(
+        self, source: Source, work: Path, progress: _Progress
+    ) -> Generator[Event, None, media.Download]:
+        if source.path:
+            return media.Download(Path(source.path).expanduser(), source.title)
+        if source.audio_b64:
+            return media.Download(media.write_audio_b64(source.audio_b64, work), source.title)
+        url = str(source.url)
+        cached = self.cache.get_audio(url) if self.options.use_cache else None
+        if cached:
+            yield progress.event("download", 1.0, message="Using the cached download")
+            return cached
+        yield progress.event("download", message=f"Downloading {url}")
+
+        def fetch(report: Callable[[float], None]) -> media.Download:
+            return media.download(
+                url, work, allow_private=self.options.allow_private_urls, on_progress=report
+            )
+
+        download = yield from self._with_progress(fetch, "download", progress)
+        return self.cache.put_audio(url, download) if self.options.use_cache else download
+
+    def _with_progress(
+        self, work: Callable[[Callable[[float], None]], T], stage: Stage, progress: _Progress
+    ) -> Generator[Event, None, T]:
+        """Runs blocking work in a thread and turns its progress reports into Events."""
+        reports: queue.Queue[float] = queue.Queue()
+        outcome: dict[str, object] = {}
+
+        def report(fraction: float) -> None:
+            if self._cancel.is_set():
+                raise SubtideError("cancelled", "The job was cancelled.")
+            reports.put(fraction)
+
+        def target() -> None:
+            try:
+                outcome["value"] = work(report)
+            except BaseException as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        while thread.is_alive() or not reports.empty():
+            try:
+                fraction = reports.get(timeout=0.25)
+            except queue.Empty:
+                continue
+            yield progress.event(stage, fraction, message=f"{stage.capitalize()}: {fraction:.0%}")
+        if "error" in outcome:
+            raise outcome["error"]  # type: ignore[misc]
+        self._check_cancel()
+        return outcome["value"]  # type: ignore[return-value]
+
+    def _transcribe(
+        self, job: JobSpec, audio: np.ndarray, title: str | None, progress: _Progress
+    ) -> Generator[Event, None, tuple[list[Cue], str]]:
+        duration = len(audio) / SAMPLE_RATE
+        options = DecodeOptions(language=job.source_lang, initial_prompt=title)
+        yield progress.event("transcribe", message="Preparing the speech model")
+        choice = resolve_model(
+            job.whisper_model or self.options.whisper_model, self.options.cache_dir / "models"
+        )
+        if choice.notice:
+            yield progress.event("transcribe", message=choice.notice)
+        key = Cache.transcript_key(audio, choice.name, options)
+        cached = self.cache.get_transcript(key) if self.options.use_cache else None
+        if cached:
+            yield progress.event("transcribe", message="Using the cached transcript")
+            language, segments, fresh = cached[0].language, iter(cached[1]), False
+        else:
+            transcriber = self._load(choice)
+            yield progress.event("transcribe", message=f"Transcribing with {choice.name}")
+            info, decoded = transcriber.transcribe(audio, options)
+            language, segments, fresh = info.language, HallucinationFilter()(decoded), True
+            yield progress.event("transcribe", message=_language_message(job, info))
+
+        builder = CueBuilder(job.style, language)
+        cues: list[Cue] = []
+        kept: list[Segment] = []
+        for segment in segments:
+            self._check_cancel()
+            kept.append(segment)
+            ready = builder.add(segment.words)
+            if ready:
+                cues.extend(ready)
+                yield CuesEvent(cues=ready)
+            yield progress.event(
+                "transcribe",
+                segment.end / duration if duration else 1.0,
+                message=f"Transcribed {_clock(segment.end)} of {_clock(duration)}",
+            )
+        last = [_clamp(cue, duration) for cue in builder.finish()]
+        if last:
+            cues.extend(last)
+            yield CuesEvent(cues=last)
+        if fresh and self.options.use_cache:
+            self.cache.put_transcript(key, info, kept)
+        return cues, language
+
+    def _load(self, choice: ModelChoice) -> Transcriber:
+        """Loads a model once and keeps it; a different model replaces it (memory is finite)."""
+        with self._model_lock:
+            current = self._transcriber
+            if current is None or current.name != choice.name:
+                self._transcriber = None
+                current = Transcriber(
+                    choice,
+                    device=self.options.device,
+                    compute_type=self.options.compute_type,
+                    cpu_threads=self.options.cpu_threads,
+                    batch_size=self.options.batch_size,
+                )
+                self._transcriber = current
+            return current
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise SubtideError("cancelled", "The job was cancelled.")
+
+
+def _refuse_unsupported(job: JobSpec) -> None:
+    if job.target_langs:
+        raise SubtideError(
+            "bad_input",
+            "Translation is not available in this version of the engine.",
+            hint="Leave out target languages to get subtitles in the spoken language.",
+        )
+    if job.diarize != "off":
+        raise SubtideError(
+            "bad_input",
+            "Speaker labelling is not available in this version of the engine.",
+            hint="Set diarize to 'off'.",
+        )
+
+
+def _language_message(job: JobSpec, info: TranscriptInfo) -> str:
+    if job.source_lang:
+        return f"Language: {job.source_lang} (as given)"
+    return f"Detected language: {info.language} ({info.language_probability:.0%})"
+
+
+def _clamp(cue: Cue, duration: float) -> Cue:
+    if cue.end <= duration or cue.start >= duration:
+        return cue
+    return cue.model_copy(update={"end": duration})
+
+
+def _stem(source: Source, title: str | None) -> str:
+    if title:
+        return safe_stem(title)
+    if source.path:
+        return safe_stem(Path(source.path).stem)
+    return "subtitles"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("subtide")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,188 @@
+"""Everything that crosses a boundary: the job, the cues, the events, the backend contract.
+
+Every transport (in process, HTTP SSE, RunPod serverless) carries these same JSON objects, so a
+field added here reaches every front end. Only pydantic and the standard library are imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+Stage = Literal["queued", "download", "decode", "transcribe", "diarize", "translate", "finalize"]
+ErrorCode = Literal[
+    "bad_input",
+    "unsupported_source",
+    "source_unavailable",
+    "model_unavailable",
+    "translation_failed",
+    "auth",
+    "cancelled",
+    "internal",
+]
+Format = Literal["srt", "vtt", "ass", "txt", "json"]
+DiarizeMode = Literal["off", "auto", "pyannote", "builtin"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Model):
+    """Exactly one of `url`, `audio_b64` or `path`."""
+
+    url: str | None = None
+    audio_b64: str | None = Field(default=None, repr=False)
+    path: str | None = None
+    title: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        given = [name for name in ("url", "audio_b64", "path") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("a source needs exactly one of url, audio_b64 or path")
+        return self
+
+    @property
+    def label(self) -> str:
+        """A short human name for messages (never the base64 payload)."""
+        return self.url or self.path or "uploaded audio"
+
+
+class TranslationConfig(_Model):
+    """The LLM to translate with; unset fields fall back to the server's own settings."""
+
+    base_url: str | None = None
+    model: str | None = None
+    # repr=False keeps the key out of logs and tracebacks that print the job.
+    api_key: str | None = Field(default=None, repr=False)
+
+
+class Style(_Model):
+    """Readability rules for cues (defaults follow common broadcast guidelines)."""
+
+    max_chars_per_line: int = Field(default=42, ge=10, le=200)
+    max_chars_per_line_cjk: int = Field(default=16, ge=4, le=100)
+    max_lines: int = Field(default=2, ge=1, le=4)
+    max_cps: float = Field(default=20.0, gt=0)
+    min_duration: float = Field(default=0.83, ge=0)
+    max_duration: float = Field(default=7.0, gt=0)
+    min_gap: float = Field(default=0.083, ge=0)
+    dual: bool = False
+    speaker_labels: bool = False
+
+    @model_validator(mode="after")
+    def _durations(self) -> Style:
+        if self.min_duration > self.max_duration:
+            raise ValueError("min_duration must not exceed max_duration")
+        return self
+
+
+class JobSpec(_Model):
+    source: Source
+    source_lang: str | None = None
+    target_langs: list[str] = Field(default_factory=list)
+    whisper_model: str | None = None
+    diarize: DiarizeMode = "off"
+    num_speakers: int | None = Field(default=None, ge=1)
+    translation: TranslationConfig | None = None
+    glossary: dict[str, str] = Field(default_factory=dict)
+    style: Style = Field(default_factory=Style)
+    formats: list[Format] = Field(default_factory=lambda: ["srt"])
+
+
+class Word(_Model):
+    start: float
+    end: float
+    text: str
+    probability: float | None = None
+
+
+class Cue(_Model):
+    id: int
+    start: float
+    end: float
+    text: str
+    translations: dict[str, str] = Field(default_factory=dict)
+    speaker: str | None = None
+    words: list[Word] | None = None
+
+
+class RenderedFile(_Model):
+    format: Format
+    filename: str
+    content: str
+    lang: str | None = None
+
+
+class ProgressEvent(_Model):
+    type: Literal["progress"] = "progress"
+    stage: Stage
+    percent: float = Field(ge=0, le=100)
+    message: str = ""
+    eta_s: float | None = None
+
+
+class CuesEvent(_Model):
+    type: Literal["cues"] = "cues"
+    cues: list[Cue]
+
+
+class ResultEvent(_Model):
+    type: Literal["result"] = "result"
+    cues: list[Cue]
+    language: str
+    duration: float
+    title: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    files: list[RenderedFile] = Field(default_factory=list)
+
+
+class ErrorEvent(_Model):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    hint: str | None = None
+
+
+Event = Annotated[ProgressEvent | CuesEvent | ResultEvent | ErrorEvent, Field(discriminator="type")]
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes | dict) -> Event:
+    """Read one Event from its JSON text or its decoded dict."""
+    if isinstance(data, dict):
+        return EVENT_ADAPTER.validate_python(data)
+    return EVENT_ADAPTER.validate_json(data)
+
+
+class SubtideError(Exception):
+    """A failure the user can act on: it becomes an `error` Event, never a traceback."""
+
+    def __init__(self, code: ErrorCode, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.hint = hint
+
+    def to_event(self) -> ErrorEvent:
+        return ErrorEvent(code=self.code, message=self.message, hint=self.hint)
+
+
+class Health(_Model):
+    ok: bool
+    version: str
+    device: str | None = None
+    model: str | None = None
+    message: str = ""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    def run(self, job: JobSpec) -> Iterator[Event]: ...
+
+    def health(self) -> Health: ...
+
+    def cancel(self) -> None: ...

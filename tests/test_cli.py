@@ -1,0 +1,113 @@
+"""`subtide` as a user runs it: a real process, real files, one-line errors."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.http_server import serve_directory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def subtide(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CACHE_DIR": str(cache)}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_help_is_instant_and_lists_the_commands(cache_root):
+    started = time.monotonic()
+    done = subtide("--help", cache=cache_root)
+    assert done.returncode == 0 and "run" in done.stdout
+    assert time.monotonic() - started < 3
+    imported = subprocess.run(
+        [sys.executable, "-c", "import app.cli, sys; print(sorted(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for heavy in ("faster_whisper", "ctranslate2", "yt_dlp", "numpy"):
+        assert f"'{heavy}'" not in imported, f"{heavy} is imported by `subtide --help`"
+
+
+@pytest.mark.slow
+def test_run_writes_every_format_that_parses(clips, cache_root, tmp_path):
+    import pysrt
+
+    from engine.formats import read_json, read_vtt
+
+    out = tmp_path / "subs"
+    done = subtide(
+        "run", str(clips.short_mp4), "-o", str(out), "-f", "srt,vtt,ass,txt,json", cache=cache_root
+    )
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"short_en.{ext}" for ext in ("ass", "json", "srt", "txt", "vtt")]
+    assert sorted(done.stdout.split()) == sorted(str(out / n) for n in names)
+    srt = pysrt.open(str(out / "short_en.srt"))
+    cues = read_json((out / "short_en.json").read_text())
+    assert len(srt) == len(cues) == len(read_vtt((out / "short_en.vtt").read_text())) > 0
+    assert srt[0].text == cues[0].text
+    assert "Dialogue:" in (out / "short_en.ass").read_text()
+    assert "summer" in (out / "short_en.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_url_source_is_named_after_its_title(clips, cache_root, tmp_path):
+    with serve_directory(clips.short_mp4.parent) as base:
+        done = subtide(
+            "run", f"{base}/{clips.short_mp4.name}", "-o", str(tmp_path), cache=cache_root
+        )
+    assert done.returncode == 0, done.stderr
+    assert [p.suffix for p in tmp_path.iterdir()] == [".srt"]
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_and_writes_nothing(clips, cache_root, tmp_path):
+    out = tmp_path / "out"
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    done = subtide(
+        "run",
+        str(empty),
+        "ftp://example.com/x.mp4",
+        str(clips.short.wav),
+        "-o",
+        str(out),
+        cache=cache_root,
+    )
+    assert done.returncode == 1
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 2, done.stderr
+    assert "empty" in errors[0] and "ftp" in errors[1]
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["short_en.srt"], "the good source still ran"
+
+
+def test_unknown_format_is_a_usage_error(cache_root):
+    done = subtide("run", "x.mp4", "-f", "srt,doc", cache=cache_root)
+    assert done.returncode == 2 and "unknown format doc" in done.stderr
+
+
+def test_a_bad_setting_is_reported_plainly(cache_root, tmp_path):
+    env = {**os.environ, "CACHE_DIR": str(cache_root), "CACHE_MAX_SIZE_MB": "lots"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", "x.mp4"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert "cache_max_size_mb" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,55 @@
+"""Word times snapped to speech edges found by VAD (crafted regions, plus real VAD on speech)."""
+
+import numpy as np
+import pytest
+
+from engine.protocol import Word
+from engine.timing import SpeechSnapper, speech_regions
+
+REGIONS = [(0.5, 2.9), (3.6, 8.9), (9.6, 12.4)]
+
+
+def w(text: str, start: float, end: float) -> Word:
+    return Word(start=start, end=end, text=" " + text)
+
+
+def test_an_early_start_in_silence_moves_to_the_speech_onset():
+    [first, second] = SpeechSnapper(REGIONS).snap([w("Have", 0.14, 0.7), w("you", 0.7, 0.9)])
+    assert first.start == 0.5 and first.end == 0.7
+    assert second == w("you", 0.7, 0.9)
+
+
+def test_a_late_end_in_silence_moves_back_to_the_speech_offset():
+    [last] = SpeechSnapper(REGIONS).snap([w("summer?", 2.5, 3.3)])
+    assert (last.start, last.end) == (2.5, 2.9)
+
+
+def test_a_word_stretched_over_a_pause_goes_to_the_side_it_belongs_to():
+    snapper = SpeechSnapper(REGIONS)
+    opening = snapper.snap([w("late.", 8.0, 8.85), w("I", 8.85, 9.7), w("like", 9.7, 9.9)])
+    assert opening[1].start == 9.6, "a word opening a sentence belongs after the pause"
+    closing = snapper.snap([w("sleep", 2.0, 2.5), w("late.", 2.5, 3.8)])
+    assert (closing[1].start, closing[1].end) == (2.5, 2.9)
+
+
+def test_words_far_from_any_speech_are_left_alone():
+    snapper = SpeechSnapper(REGIONS, max_shift=1.0)
+    lonely = w("hmm", 14.0, 14.5)
+    assert snapper.snap([lonely]) == [lonely]
+    assert SpeechSnapper([]).snap([lonely]) == [lonely]
+
+
+def test_a_word_wholly_in_silence_keeps_its_length_at_the_next_onset():
+    [moved] = SpeechSnapper(REGIONS).snap([w("so", 3.0, 3.2)])
+    assert moved.start == 3.6 and moved.end == pytest.approx(3.8)
+
+
+def test_real_vad_finds_the_sentences_of_a_synthesised_clip(clips):
+    from engine.media import decode_audio
+
+    audio = decode_audio(clips.short.wav)
+    regions = speech_regions(audio)
+    assert isinstance(audio, np.ndarray)
+    for sentence in clips.short.sentences:
+        assert min(abs(start - sentence.start) for start, _ in regions) < 0.06
+        assert min(abs(end - sentence.end) for _, end in regions) < 0.1

@@ -1,0 +1,1 @@
+"""The Gradio app; it talks to an `engine.protocol.Backend` only."""
