@@ -110,8 +110,10 @@ def build_cues(words: Sequence[Word], style: Style, language: str | None) -> lis
 
 
 class CueBuilder:
-    """Streaming: feed words as segments are decoded, get back cues whose text and timing are
-    final."""
+    """Streaming: feed words as segments are decoded, get back the cues that became final.
+
+    A cue is final once neither its text nor its timing can change any more.
+    """
 
     def __init__(self, style: Style, language: str | None, first_id: int = 1) -> None:
         self._rules = _Rules.of(style, language)
@@ -220,11 +222,11 @@ class _Rules:
     @classmethod
     def of(cls, style: Style, language: str | None) -> _Rules:
         base = _base_language(language)
-        cjk = base in _CJK_LANGUAGES
         return cls(
             style=style,
-            limit=style.max_chars_per_line_cjk if cjk else style.max_chars_per_line,
+            limit=style.max_chars_per_line_cjk if is_cjk(base) else style.max_chars_per_line,
             unspaced=base in _UNSPACED_LANGUAGES,
+            # Unknown languages get the English list: code-switching into English is common.
             linkers=_LINKERS.get(base or "en", _LINKERS["en"]),
         )
 

@@ -17,13 +17,13 @@ import os
 import re
 import socket
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from engine.files import write_atomic
 from engine.protocol import SubtideError
 
 if TYPE_CHECKING:
@@ -277,7 +277,7 @@ def _download_error(
     from yt_dlp.networking.exceptions import HTTPError
     from yt_dlp.utils import UnsupportedError
 
-    host = _host_label(url)
+    host = host_label(url)
     for cause in _causes(error):
         if isinstance(cause, UnsupportedError):
             return SubtideError(
@@ -352,7 +352,8 @@ def _http_error(status: int, host: str) -> SubtideError:
     )
 
 
-def _host_label(url: str) -> str:
+def host_label(url: str) -> str:
+    """The host (and port) of a link: safe to show, unlike its path or query string."""
     parts = urlsplit(url)
     try:
         port = parts.port
@@ -438,11 +439,8 @@ def write_audio_b64(data_b64: str, dest_dir: Path, *, max_bytes: int = 500_000_0
         raise SubtideError("bad_input", "The uploaded audio is not valid base64") from None
     if not data:
         raise SubtideError("bad_input", "The uploaded audio is empty (0 bytes)")
-    dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / f"upload-{hashlib.sha256(data).hexdigest()[:24]}"
-    with tempfile.NamedTemporaryFile(dir=dest_dir, prefix=".upload-", delete=False) as partial:
-        partial.write(data)
-    os.replace(partial.name, path)
+    write_atomic(path, data)
     return path
 
 

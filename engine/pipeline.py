@@ -196,7 +196,7 @@ class Engine:
         if cached:
             yield progress.event("download", 1.0, message="Using the cached download")
             return cached
-        yield progress.event("download", message=f"Downloading {url}")
+        yield progress.event("download", message=f"Downloading from {media.host_label(url)}")
 
         def fetch(report: Callable[[float], None]) -> media.Download:
             return media.download(

@@ -65,8 +65,8 @@ def check_cues(
     cues: Sequence[Cue], words: Sequence[Word], style: Style, language: str | None
 ) -> None:
     """Every guarantee of build_cues that holds whatever the input (word times increasing)."""
-    assert [word for cue in cues for word in cue.words or []] == list(words)
-    assert all(a is b for a, b in zip([w for c in cues for w in c.words or []], words, strict=True))
+    given_back = [word for cue in cues for word in cue.words or []]
+    assert all(a is b for a, b in zip(given_back, words, strict=True))  # same objects, in order
     assert [cue.id for cue in cues] == list(range(cues[0].id, cues[0].id + len(cues)))
     limit = line_limit(style, language)
     for index, cue in enumerate(cues):
@@ -92,7 +92,7 @@ def check_cues(
         capped = cue.end >= cue.start + style.max_duration - TOLERANCE
         duration = cue.end - cue.start
         assert duration >= style.min_duration - TOLERANCE or held_back
-        chars = len(cue.text)
+        chars = len(joined(cue.words, language))
         assert chars / duration <= style.max_cps + TOLERANCE or held_back or capped
 
 
@@ -121,33 +121,47 @@ def test_a_sentence_worth_three_cues_becomes_three_not_four() -> None:
     words = spoken(" ".join(["many"] + ["plain words here"] * 12) + ".", duration=0.1)
     text_length = len(joined(words, "en"))
     assert 2 * 84 < text_length <= 2.6 * 84
-    assert len(build_cues(words, STYLE, "en")) == 3
+    sizes = [len(joined(cue.words or [], "en")) for cue in build_cues(words, STYLE, "en")]
+    assert len(sizes) == 3
+    assert max(sizes) - min(sizes) <= 10  # even thirds, not a half cut in two
+
+
+MEETING = (
+    "Before the meeting started yesterday everybody in the office was talking about the new survey."
+)
+
+
+def first_cue_ends_with(words: Sequence[Word]) -> str:
+    return (build_cues(words, STYLE, "en")[0].words or [])[-1].text
+
+
+def test_split_does_not_leave_a_side_needing_more_cues() -> None:
+    # A cut before "a" reads well, but would leave the rest too long for one cue.
+    sentence = "Well " + "this sentence goes on for quite a while without any punctuation " * 2
+    assert len(build_cues(spoken(sentence.strip() + "."), STYLE, "en")) == 2
 
 
 def test_split_prefers_a_comma_to_the_middle() -> None:
-    sentence = (
-        "Before the meeting started yesterday, everybody in the office was talking about "
-        "the new survey."
-    )
-    cues = build_cues(spoken(sentence), STYLE, "en")
-    assert len(cues) == 2
-    assert cues[0].text == "Before the meeting started yesterday,"
+    assert first_cue_ends_with(spoken(MEETING)) != " yesterday"  # the even split is elsewhere
+    cues = build_cues(spoken(MEETING.replace("yesterday", "yesterday,")), STYLE, "en")
+    assert [cue.text.split("\n")[0] for cue in cues] == [
+        "Before the meeting started yesterday,",
+        "everybody in the office was",
+    ]
 
 
 def test_split_prefers_a_pause_to_the_middle() -> None:
-    sentence = (
-        "Before the meeting started yesterday everybody in the office was talking about "
-        "the new survey."
-    )
-    cut = sentence.split().index("yesterday") + 1
-    words = lay_out([" " + word for word in sentence.split()], pauses={cut: 0.8})
-    cues = build_cues(words, STYLE, "en")
-    assert cues[0].words[-1].text == " yesterday"
+    cut = MEETING.split().index("yesterday") + 1
+    words = lay_out([" " + word for word in MEETING.split()], pauses={cut: 0.8})
+    assert first_cue_ends_with(words) == " yesterday"
 
 
 def test_split_avoids_a_one_word_orphan() -> None:
-    sentence = "Well " + "this sentence goes on for quite a while without any punctuation " * 2
-    cues = build_cues(spoken(sentence.strip() + "."), STYLE, "en")
+    sentence = (
+        "Yes, everybody in the office was talking about the surprising results of the survey."
+    )
+    words = lay_out([" " + word for word in sentence.split()], pauses={1: 0.8})
+    cues = build_cues(words, STYLE, "en")
     assert len(cues) == 2
     assert all(len(cue.words or []) > 1 for cue in cues)
 
@@ -241,9 +255,25 @@ def test_wrap_balances_a_sixty_character_line() -> None:
     assert abs(len(top) - len(bottom)) <= 8
 
 
+def test_wrap_leans_bottom_heavy_between_near_even_breaks() -> None:
+    text = "abcdefghijkl abcdefghijkl xy " + "z" * 26  # 25/29 or 28/26 characters
+    assert wrap_text(text, STYLE, "en") == "abcdefghijkl abcdefghijkl\nxy " + "z" * 26
+
+
 def test_wrap_prefers_a_break_after_a_comma() -> None:
     wrapped = wrap_text("I went to the market yesterday, and then I came back home", STYLE, "en")
     assert wrapped == "I went to the market yesterday,\nand then I came back home"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "We stayed at home all day long\nbecause it was raining hard",
+        "I really wanted to see\nthe film with my best friends",
+    ],
+)
+def test_wrap_breaks_before_a_conjunction_or_article_not_after(text: str) -> None:
+    assert wrap_text(text.replace("\n", " "), STYLE, "en") == text
 
 
 def test_wrap_never_drops_text_that_cannot_fit() -> None:
@@ -267,6 +297,11 @@ def test_wrap_japanese_and_chinese_by_characters() -> None:
     assert "".join(lines) == chinese
     assert all(len(line) <= 16 for line in lines)
     assert not lines[1].startswith("。")
+
+
+def test_wrap_cjk_moves_an_even_break_off_an_opening_bracket() -> None:
+    text = "あいうえおかきくけこさ「すせそたちつてとなにぬね」"
+    assert wrap_text(text, STYLE, "ja") == "あいうえおかきくけこさ\n「すせそたちつてとなにぬね」"
 
 
 def test_wrap_cjk_never_breaks_before_closing_or_after_opening_punctuation() -> None:
