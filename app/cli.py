@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from app.config import Settings
     from engine.protocol import Backend, Event, JobSpec, ResultEvent, Source
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
+SUBTITLE_INPUTS = (".srt", ".vtt")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -25,33 +27,75 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="subtide", description="Turn any video into timed, readable subtitles."
+        prog="subtide", description="Turn any video into timed, readable, translated subtitles."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    shared = [_output_options(), _translation_options()]
+
     run = commands.add_parser(
-        "run", help="make subtitles for video/audio files or URLs", description=_RUN_HELP
+        "run",
+        parents=shared,
+        help="make subtitles for video/audio files or URLs",
+        description=_RUN_HELP,
     )
     run.add_argument("sources", nargs="+", metavar="SOURCE", help="a media file or a URL")
-    run.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
-    run.add_argument(
-        "-f", "--format", default="srt", type=_formats, help="srt,vtt,ass,txt,json (default srt)"
-    )
     run.add_argument(
         "-m",
         "--model",
-        help="Whisper model: bundled, bundled:tiny.en, a size "
-        "name such as small or large-v3, or a model folder (default: WHISPER_MODEL)",
+        help="Whisper model: bundled, bundled:tiny.en, a size name such as small or large-v3, "
+        "or a model folder (default: WHISPER_MODEL)",
     )
     run.add_argument("-l", "--lang", help="spoken language code, e.g. en (default: detect)")
     run.add_argument("--max-chars", type=int, help="characters per line (default 42)")
-    run.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, translate_only=False)
+
+    translate = commands.add_parser(
+        "translate",
+        parents=shared,
+        help="translate existing SRT/VTT files, keeping their timing",
+        description=_TRANSLATE_HELP,
+    )
+    translate.add_argument("sources", nargs="+", metavar="FILE", help="an .srt or .vtt file")
+    translate.add_argument("-l", "--lang", help="the files' language (default: let the LLM see)")
+    translate.set_defaults(func=_run, translate_only=True, model=None, max_chars=None)
     return parser
 
 
+def _output_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-o", "--output", type=Path, default=Path("."), help="output folder")
+    options.add_argument(
+        "-f",
+        "--format",
+        type=_formats,
+        help="srt,vtt,ass,txt,json (default: srt; for translate, the input's format)",
+    )
+    options.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    options.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return options
+
+
+def _translation_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    group = options.add_argument_group("translation")
+    group.add_argument("-t", "--to", type=_languages, default=[], help="target languages: de,ja")
+    group.add_argument("--dual", action="store_true", help="also write source-over-translation")
+    group.add_argument("--glossary", type=Path, help="a file of 'term = translation' lines")
+    group.add_argument("--about", help="one line about the video, to guide the translation")
+    group.add_argument("--llm-url", help="OpenAI-compatible base URL (default: SERVER_API_URL)")
+    group.add_argument("--llm-model", help="the LLM to use (default: SERVER_MODEL)")
+    group.add_argument(
+        "--llm-key", help="the LLM's API key (default: SERVER_API_KEY, which keeps it out of ps)"
+    )
+    return options
+
+
 _RUN_HELP = """Transcribe each SOURCE and write its subtitles into the output folder, named
-after the video title (or the file name). Runs offline on the bundled model by default."""
+after the video title (or the file name). Runs offline on the bundled model by default;
+--to translates through any OpenAI-compatible LLM."""
+
+_TRANSLATE_HELP = """Translate each subtitle FILE into the --to languages. Every cue keeps its
+exact timing; the output is named FILE.LANG.srt (or .vtt) in the output folder."""
 
 
 def _formats(value: str) -> list[str]:
@@ -64,41 +108,82 @@ def _formats(value: str) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def _languages(value: str) -> list[str]:
+    chosen = [code.strip() for code in value.split(",") if code.strip()]
+    if not chosen:
+        raise argparse.ArgumentTypeError("name at least one language, e.g. --to de")
+    return list(dict.fromkeys(chosen))
+
+
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from app.config import Settings
     from engine.pipeline import Engine
-    from engine.protocol import JobSpec, Style
+    from engine.protocol import SubtideError
 
+    if args.translate_only and not args.to:
+        return _fail("translate needs --to, e.g. --to de")
     try:
         settings = Settings()
+        glossary = _glossary(args.glossary)
     except ValidationError as exc:
         return _fail(f"bad setting: {_first_error(exc)}")
+    except SubtideError as exc:
+        return _fail(exc.message)
     options = settings.engine_options(serves_others=False)
     options.use_cache = not args.no_cache
     engine = Engine(options)
-    style = Style(max_chars_per_line=args.max_chars) if args.max_chars else Style()
     failures = 0
     for source in args.sources:
         try:
-            job = JobSpec(
-                source=_source(source),
-                source_lang=args.lang,
-                whisper_model=args.model,
-                style=style,
-                formats=args.format,
-            )
+            job = _job(args, source, glossary, settings)
         except ValidationError as exc:
             failures += _fail(f"{source}: {_first_error(exc)}")
             continue
+        except SubtideError as exc:
+            failures += _fail(f"{source}: {exc.message}")
+            continue
         try:
-            failures += _run_one(engine, job, args.output, quiet=args.quiet)
+            failures += _run_one(engine, job, args, source_files=not args.translate_only)
         except KeyboardInterrupt:
             engine.cancel()
             print("subtide: cancelled", file=sys.stderr)
             return 130
     return 1 if failures else 0
+
+
+def _job(args: argparse.Namespace, source: str, glossary: dict, settings: Settings) -> JobSpec:
+    from engine.protocol import JobSpec, Style, SubtideError, TranslationConfig
+
+    if args.translate_only and Path(source).suffix.lower() not in SUBTITLE_INPUTS:
+        raise SubtideError("bad_input", "translate takes .srt or .vtt files")
+    style = Style(dual=args.dual)
+    if args.max_chars:
+        style = style.model_copy(update={"max_chars_per_line": args.max_chars})
+    llm = None
+    if args.llm_url or args.llm_model or args.llm_key:
+        llm = TranslationConfig(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key)
+    formats = args.format or ([Path(source).suffix[1:].lower()] if args.translate_only else ["srt"])
+    return JobSpec(
+        source=_source(source),
+        source_lang=args.lang,
+        target_langs=args.to,
+        whisper_model=args.model,
+        translation=llm,
+        glossary=glossary,
+        description=args.about,
+        style=style,
+        formats=formats,
+    )
+
+
+def _glossary(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    from engine.translate import load_glossary
+
+    return load_glossary(path)
 
 
 def _source(text: str) -> Source:
@@ -107,21 +192,23 @@ def _source(text: str) -> Source:
     return Source(url=text) if "://" in text else Source(path=text)
 
 
-def _run_one(engine: Backend, job: JobSpec, out_dir: Path, *, quiet: bool) -> int:
-    """Runs one job to its end; returns 1 on failure, 0 on success."""
+def _run_one(engine: Backend, job: JobSpec, args: argparse.Namespace, *, source_files: bool) -> int:
+    """Runs one job to its end and writes its files; returns 1 on failure, 0 on success."""
     from engine.files import write_atomic
 
-    result = _follow(engine.run(job), job.source.label, quiet=quiet)
+    result = _follow(engine.run(job), job.source.label, quiet=args.quiet)
     if result is None:
         return 1
+    # `translate` writes only the new languages: the input file is the source-language one.
+    files = [f for f in result.files if source_files or f.lang != result.language]
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for file in result.files:
-            path = out_dir / file.filename
+        args.output.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            path = args.output / file.filename
             write_atomic(path, file.content)
             print(path)
     except OSError as exc:
-        return _fail(f"could not write to {out_dir}: {exc.strerror or exc}")
+        return _fail(f"could not write to {args.output}: {exc.strerror or exc}")
     return 0
 
 

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.cache import CacheLimits
 from engine.pipeline import EngineOptions
+from engine.protocol import TranslationConfig
+from engine.translate import TranslateOptions
 
 
 class Settings(BaseSettings):
@@ -24,6 +26,14 @@ class Settings(BaseSettings):
     cache_cleanup_interval_minutes: float = Field(default=30, ge=0)
     # None: each front end decides (the desktop CLI and app allow private URLs, servers don't).
     subtide_allow_private_urls: bool | None = None
+    # The server's own LLM for translation (any OpenAI-compatible API).
+    server_api_key: str | None = Field(default=None, repr=False)
+    server_api_url: str | None = None
+    server_model: str | None = None
+    translation_batch_size: int = Field(default=25, ge=1, le=200)
+    translation_context: int = Field(default=3, ge=0, le=20)
+    translation_concurrency: int = Field(default=4, ge=1, le=64)
+    translation_timeout: float = Field(default=60, gt=0)
 
     def engine_options(self, *, serves_others: bool) -> EngineOptions:
         allow_private = self.subtide_allow_private_urls
@@ -41,4 +51,15 @@ class Settings(BaseSettings):
                 cleanup_interval_minutes=self.cache_cleanup_interval_minutes,
             ),
             allow_private_urls=allow_private,
+            llm=TranslationConfig(
+                base_url=self.server_api_url or None,
+                model=self.server_model or None,
+                api_key=self.server_api_key or None,
+            ),
+            llm_timeout=self.translation_timeout,
+            translate=TranslateOptions(
+                batch_size=self.translation_batch_size,
+                context=self.translation_context,
+                concurrency=self.translation_concurrency,
+            ),
         )

@@ -1,4 +1,5 @@
-"""A content-addressed cache on disk: transcripts by audio hash, downloads by URL.
+"""A content-addressed cache on disk: transcripts by audio hash, translated batches by their
+text, downloads by URL.
 
 Every write goes to a temporary file first and is renamed into place, so a crash never leaves a
 half-written entry. Size cap, audio TTL and the cleanup interval follow the CACHE_* settings.
@@ -41,6 +42,7 @@ class Cache:
         self.root = root
         self.limits = limits or CacheLimits()
         self._transcripts = root / "transcripts"
+        self._batches = root / "translations"
         self._audio = root / "audio"
 
     @staticmethod
@@ -67,6 +69,25 @@ class Cache:
     def put_transcript(self, key: str, info: TranscriptInfo, segments: list[Segment]) -> None:
         data = {"info": asdict(info), "segments": [_segment_to_dict(s) for s in segments]}
         write_atomic(self._transcripts / key[:2] / f"{key}.json", json.dumps(data))
+
+    def get_batch(self, key: str) -> list[str] | None:
+        """A translated batch: its lines in the order they were sent."""
+        path = self._batches / key[:2] / f"{key}.json"
+        try:
+            lines = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            path.unlink(missing_ok=True)
+            return None
+        if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+            path.unlink(missing_ok=True)
+            return None
+        path.touch()
+        return lines
+
+    def put_batch(self, key: str, lines: list[str]) -> None:
+        write_atomic(self._batches / key[:2] / f"{key}.json", json.dumps(lines, ensure_ascii=False))
 
     def get_audio(self, url: str) -> Download | None:
         entry = self._audio / _hash(url)
@@ -111,7 +132,7 @@ class Cache:
         for entry in _children(self._audio):
             if self._expired(entry / "meta.json", now):
                 freed += _remove(entry)
-        entries = [*_children(self._audio), *_files(self._transcripts)]
+        entries = [*_children(self._audio), *_files(self._transcripts), *_files(self._batches)]
         sizes = {e: _size(e) for e in entries}
         total, budget = sum(sizes.values()), self.limits.max_size_mb * 1024 * 1024
         for entry in sorted(entries, key=_mtime):

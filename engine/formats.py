@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.protocol import Cue, Format, RenderedFile, Style, SubtideError
 
@@ -145,6 +146,30 @@ def render_files(
         )
         for planned in plan
     ]
+
+
+SUBTITLE_SUFFIXES = frozenset({".srt", ".vtt"})
+
+
+def read_subtitles(path: Path) -> list[Cue]:
+    """Cues from an SRT or VTT file written by any tool (UTF-8 with or without BOM, or cp1252)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SubtideError("bad_input", f"Cannot read {path.name}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Older Windows tools write subtitles in the ANSI code page.
+        text = raw.decode("cp1252", errors="replace")
+    cues = read_vtt(text) if path.suffix.lower() == ".vtt" else read_srt(text)
+    if not cues:
+        raise SubtideError(
+            "bad_input",
+            f"{path.name} holds no subtitles Subtide can read.",
+            hint="Check that it is a valid SRT or WebVTT file.",
+        )
+    return cues
 
 
 def read_srt(text: str) -> list[Cue]:

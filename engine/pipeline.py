@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +27,7 @@ from engine.asr import (
 )
 from engine.cache import Cache, CacheLimits
 from engine.cues import CueBuilder
-from engine.formats import render_files, safe_stem
+from engine.formats import SUBTITLE_SUFFIXES, read_subtitles, render_files, safe_stem
 from engine.hallucination import HallucinationFilter
 from engine.protocol import (
     Cue,
@@ -39,7 +41,10 @@ from engine.protocol import (
     Source,
     Stage,
     SubtideError,
+    TranslationConfig,
 )
+from engine.translate import LLMConfig, TranslateOptions, Translator, same_language
+from engine.translations import Translations
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,14 +52,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SAMPLE_RATE = 16000
-# Where each stage sits on the job's 0-100 scale; transcription is most of the work.
+# Where each stage sits on the job's 0-100 scale; transcription is most of the work, and
+# translation, which mostly runs beside it, takes the end of its share.
 _SPAN: dict[Stage, tuple[float, float]] = {
     "queued": (0, 0),
     "download": (0, 10),
     "decode": (10, 15),
     "transcribe": (15, 95),
+    "translate": (80, 95),
     "finalize": (95, 100),
 }
+_SPAN_TRANSLATING: dict[Stage, tuple[float, float]] = {**_SPAN, "transcribe": (15, 80)}
+# OpenAI's own API needs a model name; this is a cheap, capable default there.
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 
 @dataclass
@@ -68,12 +78,17 @@ class EngineOptions:
     cache_limits: CacheLimits = field(default_factory=CacheLimits)
     use_cache: bool = True
     allow_private_urls: bool = False
+    # The server's own LLM; a job's `translation` overrides it field by field.
+    llm: TranslationConfig = field(default_factory=TranslationConfig)
+    llm_timeout: float = 60.0
+    translate: TranslateOptions = field(default_factory=TranslateOptions)
 
 
 class _Progress:
     """Turns stage fractions into one percent that never goes down, with an ETA."""
 
-    def __init__(self) -> None:
+    def __init__(self, spans: dict[Stage, tuple[float, float]] = _SPAN) -> None:
+        self._spans = spans
         self.percent = 0.0
         self._stage: Stage | None = None
         self._stage_started = time.monotonic()
@@ -81,7 +96,7 @@ class _Progress:
     def event(self, stage: Stage, fraction: float = 0.0, message: str = "") -> ProgressEvent:
         if stage != self._stage:
             self._stage, self._stage_started = stage, time.monotonic()
-        low, high = _SPAN[stage]
+        low, high = self._spans[stage]
         fraction = min(max(fraction, 0.0), 1.0)
         self.percent = max(self.percent, low + (high - low) * fraction)
         return ProgressEvent(
@@ -90,6 +105,10 @@ class _Progress:
             message=message,
             eta_s=self._eta(fraction),
         )
+
+    def note(self, message: str) -> ProgressEvent:
+        """A message that moves nothing: same stage, same percent."""
+        return ProgressEvent(stage=self._stage or "queued", percent=self.percent, message=message)
 
     def _eta(self, fraction: float) -> float | None:
         if not 0.02 <= fraction < 1.0:
@@ -137,29 +156,57 @@ class Engine:
 
     def _run(self, job: JobSpec) -> Iterator[Event]:
         _refuse_unsupported(job)
-        progress, timings = _Progress(), {}
+        llm = self._llm_for(job)
+        progress = _Progress(_SPAN_TRANSLATING if llm else _SPAN)
+        timings: dict[str, float] = {}
         started = time.monotonic()
         yield progress.event("queued", message="Starting")
         if self.options.use_cache:
             self.cache.maybe_cleanup()
-        with tempfile.TemporaryDirectory(prefix="subtide-") as work:
+        with ExitStack() as stack:
+            translator = None
+            if llm:
+                options = dataclasses.replace(
+                    self.options.translate, glossary=job.glossary, description=job.description
+                )
+                cache = self.cache if self.options.use_cache else None
+                translator = stack.enter_context(Translator(llm, options, cache))
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="subtide-")))
             mark = time.monotonic()
-            download = yield from self._fetch(job.source, Path(work), progress)
+            download = yield from self._fetch(job.source, work, progress)
             timings["download"] = time.monotonic() - mark
+            title = job.source.title or download.title
 
             mark = time.monotonic()
-            yield progress.event("decode", message="Reading the audio")
-            media.probe(download.path)
-            audio = media.decode_audio(download.path, SAMPLE_RATE)
-            timings["decode"] = time.monotonic() - mark
-        duration = len(audio) / SAMPLE_RATE
-        if duration < 0.1:
-            raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
+            if download.path.suffix.lower() in SUBTITLE_SUFFIXES:
+                yield progress.event("decode", message="Reading the subtitles")
+                cues = read_subtitles(download.path)
+                language = job.source_lang or "und"
+                duration = max(c.end for c in cues)
+                translations = yield from self._translations(translator, job, language, progress)
+                translations.add(cues)
+                yield CuesEvent(cues=cues)
+            else:
+                yield progress.event("decode", message="Reading the audio")
+                media.probe(download.path)
+                audio = media.decode_audio(download.path, SAMPLE_RATE)
+                timings["decode"] = time.monotonic() - mark
+                duration = len(audio) / SAMPLE_RATE
+                if duration < 0.1:
+                    raise SubtideError(
+                        "bad_input", f"{job.source.label} contains no audible audio."
+                    )
+                mark = time.monotonic()
+                language, translations = yield from self._transcribe(
+                    job, audio, title, progress, translator
+                )
+                timings["transcribe"] = time.monotonic() - mark
 
-        title = job.source.title or download.title
-        mark = time.monotonic()
-        cues, language = yield from self._transcribe(job, audio, title, progress)
-        timings["transcribe"] = time.monotonic() - mark
+            mark = time.monotonic()
+            yield from self._finish_translations(translations, progress)
+            if translations.targets:
+                timings["translate"] = time.monotonic() - mark
+        cues = translations.cues()
 
         mark = time.monotonic()
         yield progress.event("finalize", message="Writing subtitles")
@@ -168,6 +215,7 @@ class Engine:
             job.formats,
             stem=_stem(job.source, title),
             language=language,
+            target_langs=translations.targets,
             style=job.style,
             title=title,
             duration=duration,
@@ -183,6 +231,72 @@ class Engine:
             timings={k: round(v, 3) for k, v in timings.items()},
             files=files,
         )
+
+    def _llm_for(self, job: JobSpec) -> LLMConfig | None:
+        """The LLM a job translates with: its own settings over the server's, checked early."""
+        if not job.target_langs:
+            return None
+        server, asked = self.options.llm, job.translation or TranslationConfig()
+        own_server = not asked.base_url or asked.base_url == server.base_url
+        if not own_server:
+            # A job may point at any URL: the server's key never goes to it, nor may it reach
+            # into a private network when the engine serves others.
+            media.check_url(str(asked.base_url), allow_private=self.options.allow_private_urls)
+        base_url = asked.base_url or server.base_url
+        api_key = asked.api_key or (server.api_key if own_server else None)
+        model = asked.model or server.model or (None if base_url else DEFAULT_OPENAI_MODEL)
+        if not base_url and not api_key:
+            raise SubtideError(
+                "bad_input",
+                "Translation needs an LLM, and none is configured.",
+                hint="Set SERVER_API_KEY (and SERVER_API_URL for a server other than OpenAI), "
+                "or pass --llm-url / --llm-key; Ollama or LM Studio need only the URL and model.",
+            )
+        if not model:
+            raise SubtideError(
+                "bad_input",
+                f"Name the model to translate with on {media.host_label(base_url or '')}.",
+                hint="Set SERVER_MODEL or pass --llm-model (e.g. llama3.1 for Ollama).",
+            )
+        return LLMConfig(
+            model=model, base_url=base_url, api_key=api_key, timeout=self.options.llm_timeout
+        )
+
+    def _translations(
+        self, translator: Translator | None, job: JobSpec, language: str, progress: _Progress
+    ) -> Generator[Event, None, Translations]:
+        targets = [t for t in job.target_langs if not same_language(t, language)]
+        for skipped in dict.fromkeys(t for t in job.target_langs if t not in targets):
+            yield progress.note(f"The video is already in {skipped}: no translation needed.")
+        return Translations(translator, targets, None if language == "und" else language, job.style)
+
+    def _finish_translations(
+        self, translations: Translations, progress: _Progress
+    ) -> Iterator[Event]:
+        if not translations.targets:
+            return
+        yield progress.event(
+            "translate", translations.fraction_done, message="Translating the rest"
+        )
+        try:
+            for updated in translations.drain():
+                self._check_cancel()
+                if updated:
+                    yield CuesEvent(cues=updated)
+                yield progress.event(
+                    "translate",
+                    translations.fraction_done,
+                    message=f"Translated {translations.fraction_done:.0%}",
+                )
+        finally:
+            translations.cancel()
+        for target, count in translations.untranslated().items():
+            yield progress.event(
+                "translate",
+                1.0,
+                message=f"{count} line(s) could not be translated into {target}; "
+                "they keep the original text and are flagged in the JSON export.",
+            )
 
     def _fetch(
         self, source: Source, work: Path, progress: _Progress
@@ -238,8 +352,13 @@ class Engine:
         return outcome["value"]  # type: ignore[return-value]
 
     def _transcribe(
-        self, job: JobSpec, audio: np.ndarray, title: str | None, progress: _Progress
-    ) -> Generator[Event, None, tuple[list[Cue], str]]:
+        self,
+        job: JobSpec,
+        audio: np.ndarray,
+        title: str | None,
+        progress: _Progress,
+        translator: Translator | None,
+    ) -> Generator[Event, None, tuple[str, Translations]]:
         duration = len(audio) / SAMPLE_RATE
         options = DecodeOptions(language=job.source_lang, initial_prompt=title)
         yield progress.event("transcribe", message="Preparing the speech model")
@@ -252,36 +371,30 @@ class Engine:
         cached = self.cache.get_transcript(key) if self.options.use_cache else None
         if cached:
             yield progress.event("transcribe", message="Using the cached transcript")
-            language, segments, fresh = cached[0].language, iter(cached[1]), False
+            info, segments, fresh = cached[0], iter(cached[1]), False
         else:
             transcriber = self._load(choice)
             yield progress.event("transcribe", message=f"Transcribing with {choice.name}")
             info, decoded = transcriber.transcribe(audio, options)
-            language, segments, fresh = info.language, HallucinationFilter()(decoded), True
+            segments, fresh = HallucinationFilter()(decoded), True
             yield progress.event("transcribe", message=_language_message(job, info))
 
-        builder = CueBuilder(job.style, language)
-        cues: list[Cue] = []
+        translations = yield from self._translations(translator, job, info.language, progress)
+        builder = CueBuilder(job.style, info.language)
         kept: list[Segment] = []
         for segment in segments:
             self._check_cancel()
             kept.append(segment)
-            ready = builder.add(segment.words)
-            if ready:
-                cues.extend(ready)
-                yield CuesEvent(cues=ready)
+            yield from _emit(translations, builder.add(segment.words))
             yield progress.event(
                 "transcribe",
                 segment.end / duration if duration else 1.0,
                 message=f"Transcribed {_clock(segment.end)} of {_clock(duration)}",
             )
-        last = [_clamp(cue, duration) for cue in builder.finish()]
-        if last:
-            cues.extend(last)
-            yield CuesEvent(cues=last)
+        yield from _emit(translations, [_clamp(cue, duration) for cue in builder.finish()])
         if fresh and self.options.use_cache:
             self.cache.put_transcript(key, info, kept)
-        return cues, language
+        return info.language, translations
 
     def _load(self, choice: ModelChoice) -> Transcriber:
         """Loads a model once and keeps it; a different model replaces it (memory is finite)."""
@@ -304,13 +417,17 @@ class Engine:
             raise SubtideError("cancelled", "The job was cancelled.")
 
 
+def _emit(translations: Translations, ready: list[Cue]) -> Iterator[Event]:
+    """New cues go out at once and into translation; finished translations follow."""
+    if ready:
+        translations.add(ready)
+        yield CuesEvent(cues=ready)
+    updated = translations.updates()
+    if updated:
+        yield CuesEvent(cues=updated)
+
+
 def _refuse_unsupported(job: JobSpec) -> None:
-    if job.target_langs:
-        raise SubtideError(
-            "bad_input",
-            "Translation is not available in this version of the engine.",
-            hint="Leave out target languages to get subtitles in the spoken language.",
-        )
     if job.diarize != "off":
         raise SubtideError(
             "bad_input",

@@ -89,6 +89,8 @@ class JobSpec(_Model):
     num_speakers: int | None = Field(default=None, ge=1)
     translation: TranslationConfig | None = None
     glossary: dict[str, str] = Field(default_factory=dict)
+    # One line about the video (topic, names, register) to guide the translation.
+    description: str | None = Field(default=None, max_length=500)
     style: Style = Field(default_factory=Style)
     formats: list[Format] = Field(default_factory=lambda: ["srt"])
 
@@ -106,6 +108,8 @@ class Cue(_Model):
     end: float
     text: str
     translations: dict[str, str] = Field(default_factory=dict)
+    # Target languages whose translation failed for this cue; it keeps its source text there.
+    untranslated: list[str] = Field(default_factory=list)
     speaker: str | None = None
     words: list[Word] | None = None
 

@@ -91,3 +91,13 @@ def test_cleanup_runs_at_most_once_per_interval(tmp_path):
     os.utime(stamp, (old, old))
     cache.maybe_cleanup()
     assert not item.path.exists()
+
+
+def test_a_translated_batch_comes_back_and_a_damaged_one_is_a_miss(tmp_path):
+    cache = Cache(tmp_path)
+    assert cache.get_batch("ab" * 32) is None
+    cache.put_batch("ab" * 32, ["Hallo.", "Wie geht's?"])
+    assert cache.get_batch("ab" * 32) == ["Hallo.", "Wie geht's?"]
+    [entry] = (tmp_path / "translations").rglob("*.json")
+    entry.write_text('{"not": "a list"}')
+    assert cache.get_batch("ab" * 32) is None and not entry.exists()

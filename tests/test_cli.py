@@ -111,3 +111,52 @@ def test_a_bad_setting_is_reported_plainly(cache_root, tmp_path):
     )
     assert done.returncode == 1
     assert "cache_max_size_mb" in done.stderr and "Traceback" not in done.stderr
+
+
+ODD_SRT = (
+    "\ufeff1\r\n00:00:01,000 --> 00:00:02,500\r\n<i>Hello there.</i>\r\n\r\n"
+    "7\r\n00:00:03,040 --> 00:00:05,999\r\nTwo lines\r\nin one cue.\r\n\r\n\r\n"
+    "3\r\n01:02:03,456 --> 01:02:04,000\r\nPast an hour, no blank line at the end."
+)
+
+
+def test_translate_keeps_every_timestamp_of_a_foreign_srt(cache_root, tmp_path):
+    import pysrt
+
+    from tests.support.openai_server import fake_translation, serve_openai
+
+    source = tmp_path / "odd.srt"
+    source.write_bytes(ODD_SRT.encode("utf-8"))
+    out = tmp_path / "out"
+    with serve_openai() as fake:
+        done = subtide(
+            "translate",
+            str(source),
+            "--to",
+            "de",
+            "-o",
+            str(out),
+            "--llm-url",
+            f"{fake.url}/v1",
+            "--llm-model",
+            "local-model",
+            cache=cache_root,
+        )
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in out.iterdir()] == ["odd.de.srt"]
+    original = pysrt.open(str(source), encoding="utf-8-sig")
+    translated = pysrt.open(str(out / "odd.de.srt"))
+    assert [(s.start.ordinal, s.end.ordinal) for s in translated] == [
+        (s.start.ordinal, s.end.ordinal) for s in original
+    ]
+    for before, after in zip(original, translated, strict=True):
+        assert after.text.replace("\n", " ") == fake_translation(
+            before.text.replace("\n", " "), "German"
+        )
+
+
+def test_translate_without_a_target_or_with_a_video_is_refused(cache_root, clips):
+    done = subtide("translate", "x.srt", cache=cache_root)
+    assert done.returncode == 1 and "--to" in done.stderr
+    done = subtide("translate", str(clips.short_mp4), "--to", "de", cache=cache_root)
+    assert done.returncode == 1 and ".srt or .vtt" in done.stderr
