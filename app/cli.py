@@ -47,6 +47,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-l", "--lang", help="spoken language code, e.g. en (default: detect)")
     run.add_argument("--max-chars", type=int, help="characters per line (default 42)")
+    speakers = run.add_argument_group("speakers")
+    speakers.add_argument(
+        "--diarize",
+        choices=("off", "auto", "pyannote", "builtin"),
+        default="off",
+        help="label who speaks: auto = pyannote when HF_TOKEN or a local pipeline is set, "
+        "else the built-in model (default: off)",
+    )
+    speakers.add_argument("--speakers", type=int, help="the number of speakers, when known")
+    speakers.add_argument("--min-speakers", type=int, help="at least this many speakers")
+    speakers.add_argument("--max-speakers", type=int, help="at most this many speakers")
+    speakers.add_argument(
+        "--speaker-names",
+        type=_names,
+        default={},
+        help="names for the labels: SPEAKER_1=Anna,SPEAKER_2=Ben",
+    )
+    speakers.add_argument(
+        "--speaker-labels", action="store_true", help="show [SPEAKER] labels in SRT/VTT/TXT"
+    )
     run.set_defaults(func=_run, translate_only=False)
 
     translate = commands.add_parser(
@@ -57,7 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     translate.add_argument("sources", nargs="+", metavar="FILE", help="an .srt or .vtt file")
     translate.add_argument("-l", "--lang", help="the files' language (default: let the LLM see)")
-    translate.set_defaults(func=_run, translate_only=True, model=None, max_chars=None)
+    translate.set_defaults(
+        func=_run,
+        translate_only=True,
+        model=None,
+        max_chars=None,
+        diarize="off",
+        speakers=None,
+        min_speakers=None,
+        max_speakers=None,
+        speaker_names={},
+        speaker_labels=False,
+    )
     return parser
 
 
@@ -115,6 +146,16 @@ def _languages(value: str) -> list[str]:
     return list(dict.fromkeys(chosen))
 
 
+def _names(value: str) -> dict[str, str]:
+    names = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        label, sep, name = pair.partition("=")
+        if not sep or not label.strip() or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected LABEL=Name, got {pair!r}")
+        names[label.strip()] = name.strip()
+    return names
+
+
 def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -158,7 +199,7 @@ def _job(args: argparse.Namespace, source: str, glossary: dict, settings: Settin
 
     if args.translate_only and Path(source).suffix.lower() not in SUBTITLE_INPUTS:
         raise SubtideError("bad_input", "translate takes .srt or .vtt files")
-    style = Style(dual=args.dual)
+    style = Style(dual=args.dual, speaker_labels=args.speaker_labels)
     if args.max_chars:
         style = style.model_copy(update={"max_chars_per_line": args.max_chars})
     llm = None
@@ -173,6 +214,11 @@ def _job(args: argparse.Namespace, source: str, glossary: dict, settings: Settin
         translation=llm,
         glossary=glossary,
         description=args.about,
+        diarize=args.diarize,
+        num_speakers=args.speakers,
+        min_speakers=args.min_speakers,
+        max_speakers=args.max_speakers,
+        speaker_names=args.speaker_names,
         style=style,
         formats=formats,
     )

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     translation_context: int = Field(default=3, ge=0, le=20)
     translation_concurrency: int = Field(default=4, ge=1, le=64)
     translation_timeout: float = Field(default=60, gt=0)
+    # Speaker labels: pyannote with a Hugging Face token or a local pipeline folder, else built-in.
+    enable_diarization: bool = True
+    hf_token: str | None = Field(default=None, repr=False)
+    diarization_pipeline: str = "pyannote/speaker-diarization-community-1"
 
     def engine_options(self, *, serves_others: bool) -> EngineOptions:
         allow_private = self.subtide_allow_private_urls
@@ -57,6 +61,9 @@ class Settings(BaseSettings):
                 api_key=self.server_api_key or None,
             ),
             llm_timeout=self.translation_timeout,
+            diarization_enabled=self.enable_diarization,
+            diarization_pipeline=self.diarization_pipeline,
+            hf_token=self.hf_token or None,
             translate=TranslateOptions(
                 batch_size=self.translation_batch_size,
                 context=self.translation_context,

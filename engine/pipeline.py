@@ -27,6 +27,7 @@ from engine.asr import (
 )
 from engine.cache import Cache, CacheLimits
 from engine.cues import CueBuilder
+from engine.diarize import Diarizer, SpeakerTrack, Turn
 from engine.formats import SUBTITLE_SUFFIXES, read_subtitles, render_files, safe_stem
 from engine.hallucination import HallucinationFilter
 from engine.protocol import (
@@ -82,6 +83,10 @@ class EngineOptions:
     llm: TranslationConfig = field(default_factory=TranslationConfig)
     llm_timeout: float = 60.0
     translate: TranslateOptions = field(default_factory=TranslateOptions)
+    diarization_enabled: bool = True
+    # A hub id (needs hf_token) or a local pipeline folder; "auto" prefers it when usable.
+    diarization_pipeline: str = "pyannote/speaker-diarization-community-1"
+    hf_token: str | None = field(default=None, repr=False)
 
 
 class _Progress:
@@ -126,6 +131,7 @@ class Engine:
         self._cancel = threading.Event()
         self._model_lock = threading.Lock()
         self._transcriber: Transcriber | None = None
+        self._diarizers: dict[str, Diarizer] = {}
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -155,7 +161,6 @@ class Engine:
             )
 
     def _run(self, job: JobSpec) -> Iterator[Event]:
-        _refuse_unsupported(job)
         llm = self._llm_for(job)
         progress = _Progress(_SPAN_TRANSLATING if llm else _SPAN)
         timings: dict[str, float] = {}
@@ -180,6 +185,8 @@ class Engine:
             mark = time.monotonic()
             if download.path.suffix.lower() in SUBTITLE_SUFFIXES:
                 yield progress.event("decode", message="Reading the subtitles")
+                if job.diarize != "off":
+                    yield progress.note("Speaker labels need audio: skipped for a subtitle file.")
                 cues = read_subtitles(download.path)
                 language = job.source_lang or "und"
                 duration = max(c.end for c in cues)
@@ -187,6 +194,7 @@ class Engine:
                 translations.add(cues)
                 yield CuesEvent(cues=cues)
             else:
+                diarizer = yield from self._diarizer_for(job, progress)
                 yield progress.event("decode", message="Reading the audio")
                 media.probe(download.path)
                 audio = media.decode_audio(download.path, SAMPLE_RATE)
@@ -197,8 +205,9 @@ class Engine:
                         "bad_input", f"{job.source.label} contains no audible audio."
                     )
                 mark = time.monotonic()
+                track = _speaker_track(diarizer, job, audio) if diarizer else None
                 language, translations = yield from self._transcribe(
-                    job, audio, title, progress, translator
+                    job, audio, title, progress, translator, track
                 )
                 timings["transcribe"] = time.monotonic() - mark
 
@@ -231,6 +240,54 @@ class Engine:
             timings={k: round(v, 3) for k, v in timings.items()},
             files=files,
         )
+
+    def _diarizer_for(
+        self, job: JobSpec, progress: _Progress
+    ) -> Generator[Event, None, Diarizer | None]:
+        """The backend a job asked for, loaded before transcription so a bad setup fails fast.
+
+        `auto` takes pyannote when a token or a local pipeline is configured, and falls back
+        to the built-in model (saying why) when pyannote can't be used."""
+        if job.diarize == "off":
+            return None
+        if not self.options.diarization_enabled:
+            raise SubtideError(
+                "bad_input",
+                "Speaker labelling is turned off on this server.",
+                hint="Set diarize to 'off', or ask the operator to set ENABLE_DIARIZATION=true.",
+            )
+        wants_pyannote = job.diarize == "pyannote" or (
+            job.diarize == "auto" and self._pyannote_configured()
+        )
+        if wants_pyannote:
+            yield progress.note("Loading the pyannote speaker model")
+            try:
+                return self._diarizer("pyannote")
+            except SubtideError as exc:
+                if job.diarize == "pyannote":
+                    raise
+                yield progress.note(f"{exc.message} Using the built-in speaker model instead.")
+        return self._diarizer("builtin")
+
+    def _pyannote_configured(self) -> bool:
+        return bool(self.options.hf_token) or Path(self.options.diarization_pipeline).is_dir()
+
+    def _diarizer(self, backend: str) -> Diarizer:
+        with self._model_lock:
+            if backend not in self._diarizers:
+                if backend == "pyannote":
+                    from engine.diarize_pyannote import PyannoteDiarizer
+
+                    self._diarizers[backend] = PyannoteDiarizer(
+                        self.options.diarization_pipeline,
+                        token=self.options.hf_token,
+                        device=self.options.device,
+                    )
+                else:
+                    from engine.diarize_builtin import BuiltinDiarizer
+
+                    self._diarizers[backend] = BuiltinDiarizer()
+            return self._diarizers[backend]
 
     def _llm_for(self, job: JobSpec) -> LLMConfig | None:
         """The LLM a job translates with: its own settings over the server's, checked early."""
@@ -358,6 +415,7 @@ class Engine:
         title: str | None,
         progress: _Progress,
         translator: Translator | None,
+        track: SpeakerTrack | None,
     ) -> Generator[Event, None, tuple[str, Translations]]:
         duration = len(audio) / SAMPLE_RATE
         options = DecodeOptions(language=job.source_lang, initial_prompt=title)
@@ -380,18 +438,26 @@ class Engine:
             yield progress.event("transcribe", message=_language_message(job, info))
 
         translations = yield from self._translations(translator, job, info.language, progress)
+        emitter = _Emitter(translations, track, info.language)
         builder = CueBuilder(job.style, info.language)
         kept: list[Segment] = []
         for segment in segments:
             self._check_cancel()
             kept.append(segment)
-            yield from _emit(translations, builder.add(segment.words))
+            yield from emitter.push(builder.add(segment.words))
             yield progress.event(
                 "transcribe",
                 segment.end / duration if duration else 1.0,
                 message=f"Transcribed {_clock(segment.end)} of {_clock(duration)}",
             )
-        yield from _emit(translations, [_clamp(cue, duration) for cue in builder.finish()])
+        yield from emitter.push([_clamp(cue, duration) for cue in builder.finish()])
+        if track and not track.ready:
+            yield progress.note("Waiting for the speaker labels")
+            while not track.wait(timeout=0.25):
+                self._check_cancel()
+        yield from emitter.push([])
+        if track:
+            yield progress.note(f"Speakers: {emitter.speaker_count}")
         if fresh and self.options.use_cache:
             self.cache.put_transcript(key, info, kept)
         return info.language, translations
@@ -417,23 +483,49 @@ class Engine:
             raise SubtideError("cancelled", "The job was cancelled.")
 
 
-def _emit(translations: Translations, ready: list[Cue]) -> Iterator[Event]:
-    """New cues go out at once and into translation; finished translations follow."""
-    if ready:
-        translations.add(ready)
-        yield CuesEvent(cues=ready)
-    updated = translations.updates()
-    if updated:
-        yield CuesEvent(cues=updated)
+class _Emitter:
+    """Sends finished cues on: speaker labels (held back until diarization is done), ids in
+    order, translation, and the events; translations that came in follow."""
+
+    def __init__(
+        self, translations: Translations, track: SpeakerTrack | None, language: str
+    ) -> None:
+        self._translations, self._track, self._language = translations, track, language
+        self._held: list[Cue] = []
+        self._next_id = 1
+        self._speakers: set[str] = set()
+
+    @property
+    def speaker_count(self) -> int:
+        return len(self._speakers)
+
+    def push(self, ready: list[Cue]) -> Iterator[Event]:
+        self._held.extend(ready)
+        if self._held and (self._track is None or self._track.ready):
+            cues = self._held
+            self._held = []
+            if self._track:
+                cues = self._track.label(cues, self._language)
+                self._speakers.update(c.speaker for c in cues if c.speaker)
+            cues = [c.model_copy(update={"id": self._next_id + i}) for i, c in enumerate(cues)]
+            self._next_id += len(cues)
+            self._translations.add(cues)
+            yield CuesEvent(cues=cues)
+        updated = self._translations.updates()
+        if updated:
+            yield CuesEvent(cues=updated)
 
 
-def _refuse_unsupported(job: JobSpec) -> None:
-    if job.diarize != "off":
-        raise SubtideError(
-            "bad_input",
-            "Speaker labelling is not available in this version of the engine.",
-            hint="Set diarize to 'off'.",
+def _speaker_track(diarizer: Diarizer, job: JobSpec, audio: np.ndarray) -> SpeakerTrack:
+    def run() -> list[Turn]:
+        return diarizer.diarize(
+            audio,
+            num_speakers=job.num_speakers,
+            min_speakers=job.min_speakers,
+            max_speakers=job.max_speakers,
         )
+
+    return SpeakerTrack(run, job.speaker_names, job.style)
 
 
 def _language_message(job: JobSpec, info: TranscriptInfo) -> str:

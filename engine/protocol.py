@@ -86,13 +86,23 @@ class JobSpec(_Model):
     target_langs: list[str] = Field(default_factory=list)
     whisper_model: str | None = None
     diarize: DiarizeMode = "off"
-    num_speakers: int | None = Field(default=None, ge=1)
+    num_speakers: int | None = Field(default=None, ge=1, le=32)
+    min_speakers: int | None = Field(default=None, ge=1, le=32)
+    max_speakers: int | None = Field(default=None, ge=1, le=32)
+    # Names for the labels diarization gives, e.g. {"SPEAKER_1": "Anna"}.
+    speaker_names: dict[str, str] = Field(default_factory=dict)
     translation: TranslationConfig | None = None
     glossary: dict[str, str] = Field(default_factory=dict)
     # One line about the video (topic, names, register) to guide the translation.
     description: str | None = Field(default=None, max_length=500)
     style: Style = Field(default_factory=Style)
     formats: list[Format] = Field(default_factory=lambda: ["srt"])
+
+    @model_validator(mode="after")
+    def _speaker_bounds(self) -> JobSpec:
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError("min_speakers must not exceed max_speakers")
+        return self
 
 
 class Word(_Model):
