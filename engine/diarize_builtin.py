@@ -15,6 +15,7 @@ import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import IO, Any
 
@@ -40,16 +41,24 @@ _LAYERS = 3
 
 # Window placement and turn shaping.
 _WINDOW_HOP_S = 0.5
-# A region this short says too little about a voice to shape the clusters; it is only labelled.
-_MIN_CLUSTER_REGION_S = 0.5
+# A region this short (a word or two) says too little about a voice to shape the clusters: its
+# embedding strays from its speaker's, and an hour of them adds up to phantom speakers. It is only
+# labelled, by the nearest speaker.
+_MIN_CLUSTER_REGION_S = 1.0
 _MIN_FLIP_S = 0.5
 _BATCH = 128
 
-# Clustering. The threshold is an average-linkage cosine distance between window embeddings of
-# different voices, tuned on synthetic dialogues (see tests/test_diarize_builtin.py).
+# Clustering. Two clusters whose mean embeddings are this similar (cosine) are one voice split in
+# two: in the test dialogues (espeak-ng voices, tests/test_diarize_builtin.py) different voices
+# were 0.66-0.72 alike, halves of one voice 0.83-0.95.
+_SAME_SPEAKER_SIMILARITY = 0.8
+# A cluster needs this share of the windows (and at least two) to count as a speaker.
+_MIN_CLUSTER_SHARE = 0.01
 _MAX_CLUSTERED = 2000
+_MAX_CUTS = 64
 _AUTO_MAX_SPEAKERS = 8
-_DISTANCE_THRESHOLD = 0.3
+# Same-speaker turns closer than this are one turn.
+_MAX_BRIDGE_S = 0.5
 
 Region = tuple[float, float]
 
@@ -92,15 +101,19 @@ class BuiltinDiarizer:
         return _turns(regions, windows, embeddings @ centroids.T)
 
     def _embed(self, audio: np.ndarray, windows: list[_Window]) -> np.ndarray:
-        mels = np.stack([_window_mel(audio, window) for window in windows])
-        return self._load().embed(mels)
+        encoder = self._load()
+        # Features are made batch by batch, so an hour of audio never holds all of them at once.
+        batches = (windows[k : k + _BATCH] for k in range(0, len(windows), _BATCH))
+        return np.concatenate(
+            [encoder.embed(np.stack([_window_mel(audio, w) for w in batch])) for batch in batches]
+        )
 
     def _load(self) -> _Encoder:
         with self._lock:
             if self._encoder is None:
                 try:
                     self._encoder = _Encoder(load_weights(self._path))
-                except (OSError, ValueError, pickle.UnpicklingError) as error:
+                except Exception as error:  # a damaged file fails however the parser lets it
                     raise SubtideError(
                         "model_unavailable",
                         f"The built-in speaker model could not be read ({error}).",
@@ -147,7 +160,7 @@ def _clean_regions(speech: list[Region], duration: float) -> list[Region]:
     merged: list[Region] = []
     for start, end in sorted(speech):
         start, end = max(0.0, start), min(duration, end)
-        if end <= start:
+        if end - start < 1 / _FRAMES_PER_SECOND:
             continue
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
@@ -161,53 +174,44 @@ def _clean_regions(speech: list[Region], duration: float) -> list[Region]:
 
 @dataclass(frozen=True)
 class _Window:
-    """1.6 s of audio to embed, inside `region`; a short region's window is padded with silence."""
+    """Up to 1.6 s of one speech region, to embed."""
 
     start: float
-    region: Region
-
-    @property
-    def span(self) -> Region:
-        """The speech this window speaks for."""
-        return max(self.start, self.region[0]), min(self.start + _WINDOW_S, self.region[1])
+    end: float
+    region_length: float
 
     @property
     def clusterable(self) -> bool:
-        return self.region[1] - self.region[0] >= _MIN_CLUSTER_REGION_S
+        return self.region_length >= _MIN_CLUSTER_REGION_S
 
 
 def _windows(regions: list[Region]) -> list[_Window]:
     windows = []
-    for region in regions:
-        start, end = region
+    for start, end in regions:
         length = end - start
         if length <= _WINDOW_S:
-            windows.append(_Window(start - (_WINDOW_S - length) / 2, region))
+            windows.append(_Window(start, end, length))
             continue
         # Evenly spread so the first window starts at the region's start and the last ends at its
         # end, no further apart than the hop.
         count = int(np.ceil((length - _WINDOW_S) / _WINDOW_HOP_S)) + 1
         for offset in np.linspace(0.0, length - _WINDOW_S, count):
-            windows.append(_Window(start + float(offset), region))
+            windows.append(_Window(start + offset, start + offset + _WINDOW_S, length))
     return windows
 
 
 def _window_mel(audio: np.ndarray, window: _Window) -> np.ndarray:
-    """(160, 40) mel power frames of the window, speech outside its region replaced by silence."""
-    size = _WINDOW_FRAMES * _HOP
-    first = round(window.start * SAMPLE_RATE)
-    lo, hi = round(window.region[0] * SAMPLE_RATE), round(window.region[1] * SAMPLE_RATE)
-    clip = np.zeros(size, dtype=np.float32)
-    # Only the region's own samples: a neighbouring region may be another voice.
-    src_lo, src_hi = max(first, lo), min(first + size, hi)
-    clip[src_lo - first : src_hi - first] = audio[src_lo:src_hi]
-    region_audio = audio[lo:hi]
-    return _mel_power(clip * _volume_gain(region_audio))[:_WINDOW_FRAMES]
+    """(160, 40) mel power frames of the window's audio at -30 dBFS or louder."""
+    samples = audio[round(window.start * SAMPLE_RATE) : round(window.end * SAMPLE_RATE)]
+    # A short region is repeated to fill the window: padding it with silence instead makes the
+    # encoder describe the silence, and such windows stray far from their speaker.
+    filled = np.resize(samples, _WINDOW_FRAMES * _HOP)
+    return _mel_power(filled * _volume_gain(samples))[:_WINDOW_FRAMES]
 
 
 def _volume_gain(samples: np.ndarray) -> float:
-    """The gain that brings a quiet region up to -30 dBFS (never down), as the encoder expects."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    """The gain that brings quiet audio up to -30 dBFS (never down), as the encoder was trained."""
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     if rms == 0.0:
         return 1.0
     return max(1.0, 10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20))
@@ -218,34 +222,22 @@ def _mel_power(samples: np.ndarray) -> np.ndarray:
     padded = np.pad(samples, _N_FFT // 2)
     count = 1 + len(samples) // _HOP
     frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP][:count]
-    spectrum = np.fft.rfft(frames * _hann(), axis=1)
+    spectrum = np.fft.rfft(frames * _HANN, axis=1)
     power = spectrum.real**2 + spectrum.imag**2
-    return (power @ _mel_filters().T).astype(np.float32)
-
-
-_CACHE: dict[str, np.ndarray] = {}
-
-
-def _hann() -> np.ndarray:
-    if "hann" not in _CACHE:
-        # Periodic Hann, as scipy.signal.get_window("hann", n) (fftbins=True) gives librosa.
-        _CACHE["hann"] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_N_FFT) / _N_FFT)
-    return _CACHE["hann"]
+    return (power @ _MEL_FILTERS.T).astype(np.float32)
 
 
 def _mel_filters() -> np.ndarray:
     """librosa.filters.mel(sr=16000, n_fft=400, n_mels=40): Slaney mel scale and area norm."""
-    if "mel" not in _CACHE:
-        bins = np.linspace(0, SAMPLE_RATE / 2, _N_FFT // 2 + 1)
-        edges = _mel_to_hz(np.linspace(0, _hz_to_mel(SAMPLE_RATE / 2), _N_MELS + 2))
-        widths = np.diff(edges)
-        ramps = edges[:, None] - bins[None, :]
-        rising = -ramps[:-2] / widths[:-1, None]
-        falling = ramps[2:] / widths[1:, None]
-        weights = np.maximum(0, np.minimum(rising, falling))
-        # Slaney norm: each triangle has the same area.
-        _CACHE["mel"] = weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return _CACHE["mel"]
+    bins = np.linspace(0, SAMPLE_RATE / 2, _N_FFT // 2 + 1)
+    edges = _mel_to_hz(np.linspace(0, _hz_to_mel(SAMPLE_RATE / 2), _N_MELS + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - bins[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling))
+    # Slaney norm: each triangle has the same area.
+    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
 
 
 # Slaney's scale: linear below 1 kHz (200/3 Hz per mel), logarithmic above.
@@ -264,6 +256,11 @@ def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
 def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     log_part = _LOG_HZ * np.exp(_LOG_STEP * (np.maximum(mel, _LOG_MEL) - _LOG_MEL))
     return np.where(mel >= _LOG_MEL, log_part, mel * _F_SP)
+
+
+# Periodic Hann, as scipy.signal.get_window("hann", n) (fftbins=True) gives librosa.
+_HANN = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(_N_FFT) / _N_FFT)
+_MEL_FILTERS = _mel_filters()
 
 
 # --- the encoder -----------------------------------------------------------------------------
@@ -296,11 +293,7 @@ class _Encoder:
         )
 
     def embed(self, mels: np.ndarray) -> np.ndarray:
-        """(n, 160, 40) mel frames -> (n, 256) unit embeddings."""
-        parts = [self._embed_batch(mels[k : k + _BATCH]) for k in range(0, len(mels), _BATCH)]
-        return np.concatenate(parts)
-
-    def _embed_batch(self, mels: np.ndarray) -> np.ndarray:
+        """(n, 160, 40) mel frames -> (n, 256) unit embeddings; all n windows step together."""
         batch = len(mels)
         hidden = [np.zeros((batch, _HIDDEN), np.float32) for _ in range(_LAYERS)]
         cell = [np.zeros((batch, _HIDDEN), np.float32) for _ in range(_LAYERS)]
@@ -327,9 +320,7 @@ class _Encoder:
 # --- clustering and turns --------------------------------------------------------------------
 
 
-def _cluster(
-    embeddings: np.ndarray, windows: list[_Window], low: int, high: int
-) -> np.ndarray:
+def _cluster(embeddings: np.ndarray, windows: list[_Window], low: int, high: int) -> np.ndarray:
     """Unit centroids (k, 256) of the speakers found among the windows."""
     pool = np.array([k for k, window in enumerate(windows) if window.clusterable])
     if len(pool) == 0:
@@ -339,45 +330,70 @@ def _cluster(
         # Average linkage is O(n²) in memory and time: cluster an even sample through the audio;
         # every window is still scored against the centroids it yields.
         pool = pool[np.linspace(0, len(pool) - 1, _MAX_CLUSTERED).round().astype(int)]
-    labels = _linkage_labels(embeddings[pool], low, high)
-    centroids = np.stack([embeddings[pool][labels == label].mean(0) for label in np.unique(labels)])
-    return centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
-
-
-def _linkage_labels(points: np.ndarray, low: int, high: int) -> np.ndarray:
-    if len(points) == 1 or high == 1:
-        return np.zeros(len(points), dtype=int)
+    points = embeddings[pool]
+    if len(points) == 1:
+        return points
     from scipy.cluster.hierarchy import fcluster, linkage
 
     tree = linkage(points.astype(np.float64), method="average", metric="cosine")
-    count = len(np.unique(fcluster(tree, _DISTANCE_THRESHOLD, criterion="distance")))
-    count = min(max(count, low), high, len(points))
-    return fcluster(tree, count, criterion="maxclust")
+    min_size = max(2, int(np.ceil(_MIN_CLUSTER_SHARE * len(points))))
+    chosen = None
+    # Cut the tree into ever more clusters. Stray windows (a cough, a laugh, a clipped word) split
+    # off first as tiny clusters and are left to the nearest speaker. Stop once the clusters large
+    # enough to be a speaker include two that sound alike: a voice has begun to split in two.
+    for cut in range(1, min(len(points), _MAX_CUTS) + 1):
+        labels = fcluster(tree, cut, criterion="maxclust")
+        centroids = _centroids(points, labels, min_size)
+        if len(centroids) > high:
+            break
+        separated = _separated(centroids)
+        if len(centroids) >= low and (separated or chosen is None):
+            chosen = centroids
+        if chosen is not None and not separated:
+            break
+    if chosen is None:
+        # Too few windows for `low` speakers of any size: every cluster counts.
+        labels = fcluster(tree, min(low, len(points)), criterion="maxclust")
+        chosen = _centroids(points, labels, 1)
+    return chosen
+
+
+def _centroids(points: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Unit mean embeddings of the clusters with at least min_size members, largest first."""
+    found, sizes = np.unique(labels, return_counts=True)
+    kept = found[sizes >= min_size][np.argsort(-sizes[sizes >= min_size], kind="stable")]
+    if len(kept) == 0:
+        return np.empty((0, points.shape[1]), dtype=points.dtype)
+    means = np.stack([points[labels == label].mean(axis=0) for label in kept])
+    return means / np.linalg.norm(means, axis=1, keepdims=True)
+
+
+def _separated(centroids: np.ndarray) -> bool:
+    if len(centroids) < 2:
+        return True
+    similarity = centroids @ centroids.T
+    np.fill_diagonal(similarity, -1.0)
+    return float(similarity.max()) < _SAME_SPEAKER_SIMILARITY
 
 
 def _turns(regions: list[Region], windows: list[_Window], similarity: np.ndarray) -> list[Turn]:
     """Each speech frame goes to the speaker its covering windows resemble most."""
-    end = max(region[1] for region in regions)
-    scores = np.zeros((int(np.ceil(end * _FRAMES_PER_SECOND)) + 1, similarity.shape[1]))
-    cover = np.zeros(len(scores))
+    scores = np.zeros((_frame(regions[-1][1]) + 1, similarity.shape[1]))
     for window, row in zip(windows, similarity, strict=True):
-        first, last = (_frame(t) for t in window.span)
-        scores[first:last] += row
-        cover[first:last] += 1
-    turns: list[tuple[float, float, int]] = []
-    for region in regions:
-        first, last = (_frame(t) for t in region)
-        if last <= first or not cover[first:last].any():
+        scores[_frame(window.start) : _frame(window.end)] += row
+    turns: list[list] = []
+    for start, end in regions:
+        first, last = _frame(start), _frame(end)
+        if last <= first:
             continue
-        runs = _smooth(_runs(scores[first:last].argmax(axis=1)))
-        for run_start, run_end, speaker in runs:
-            turns.append(
-                (
-                    max(region[0], (first + run_start) / _FRAMES_PER_SECOND),
-                    min(region[1], (first + run_end) / _FRAMES_PER_SECOND),
-                    speaker,
-                )
-            )
+        for run_start, run_end, speaker in _smooth(_runs(scores[first:last].argmax(axis=1))):
+            turn_start = max(start, (first + run_start) / _FRAMES_PER_SECOND)
+            turn_end = min(end, (first + run_end) / _FRAMES_PER_SECOND)
+            if turns and turns[-1][2] == speaker and turn_start - turns[-1][1] < _MAX_BRIDGE_S:
+                # A short pause inside one speaker's turn (a comma, a breath) stays in the turn.
+                turns[-1][1] = turn_end
+            else:
+                turns.append([turn_start, turn_end, speaker])
     return _named(turns)
 
 
@@ -389,7 +405,7 @@ def _runs(labels: np.ndarray) -> list[list[int]]:
     """[start, end, label] for each stretch of equal labels."""
     cuts = np.flatnonzero(np.diff(labels)) + 1
     bounds = [0, *cuts.tolist(), len(labels)]
-    return [[a, b, int(labels[a])] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [[a, b, int(labels[a])] for a, b in pairwise(bounds)]
 
 
 def _smooth(runs: list[list[int]]) -> list[list[int]]:
@@ -417,11 +433,11 @@ def _merge_equal(runs: list[list[int]]) -> list[list[int]]:
     return merged
 
 
-def _named(turns: list[tuple[float, float, int]]) -> list[Turn]:
+def _named(turns: list[list]) -> list[Turn]:
     """SPEAKER_1, SPEAKER_2, ... in order of first appearance."""
     names: dict[int, str] = {}
     named = []
-    for start, end, speaker in sorted(turns):
+    for start, end, speaker in turns:
         name = names.setdefault(speaker, f"SPEAKER_{len(names) + 1}")
         named.append(Turn(round(start, 3), round(end, 3), name))
     return named
@@ -538,6 +554,8 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
             raise pickle.UnpicklingError("not a little-endian checkpoint")
         checkpoint = load()
         for key in load():
+            if str(key) not in storages:
+                raise ValueError(f"storage {key} belongs to no tensor")
             _read_storage(file, storages[str(key)])
     state = checkpoint.get("model_state") if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
@@ -546,11 +564,11 @@ def load_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_storage(file: IO[bytes], storage: _Storage) -> None:
-    (count,) = struct.unpack("<q", file.read(8))
-    if count != storage.size:
+    header = file.read(8)
+    if len(header) != 8 or struct.unpack("<q", header)[0] != storage.size:
         raise ValueError("a storage's size does not match its header")
-    raw = file.read(count * storage.dtype.itemsize)
-    if len(raw) != count * storage.dtype.itemsize:
+    raw = file.read(storage.size * storage.dtype.itemsize)
+    if len(raw) != storage.size * storage.dtype.itemsize:
         raise ValueError("the checkpoint is truncated")
     storage.data = np.frombuffer(raw, dtype=storage.dtype)
 
