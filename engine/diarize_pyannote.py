@@ -87,9 +87,9 @@ def broken_pipeline_message(folder: Path) -> str:
 class PyannoteDiarizer:
     """A pyannote.audio speaker diarization pipeline, loaded once.
 
-    torch's thread count is left to the caller: on a machine with two cores or fewer,
-    `torch.set_num_threads(1)` before diarizing is much faster (a small LSTM took 5 s with two
-    threads and 0.08 s with one).
+    torch's thread count is left to the caller, who sets it for every model in the process. On
+    a 2-core CPU, community-1's embedding model (a ResNet) ran 1.8x faster with two threads than
+    with one, whereas small LSTMs run far faster with one.
     """
 
     def __init__(
@@ -139,7 +139,7 @@ def import_pyannote() -> type[Pipeline]:
             # Audio is passed in memory, so a torchcodec that cannot load is no concern here.
             warnings.filterwarnings("ignore", message=r"\s*torchcodec is not installed correctly")
             from pyannote.audio import Pipeline
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:  # OSError: a native library that does not load
         raise SubtideError("model_unavailable", NEEDS_EXTRA, hint=NEEDS_EXTRA_HINT) from exc
     return Pipeline
 
@@ -219,9 +219,9 @@ def _hub_failure(exc: Exception, model_id: str) -> SubtideError | None:
             "model_unavailable", refused_message(model_id), hint=refused_hint(model_id)
         )
     # With no connection (or HF_HUB_OFFLINE=1) and nothing cached, huggingface_hub raises
-    # LocalEntryNotFoundError; the others are a hub that fails or a connection lost mid-way.
-    lost = (LocalEntryNotFoundError, OfflineModeIsEnabled, HfHubHTTPError, ConnectionError)
-    if isinstance(exc, lost):
+    # LocalEntryNotFoundError; the others are a connection lost mid-way or a hub that fails.
+    lost = isinstance(exc, LocalEntryNotFoundError | OfflineModeIsEnabled | ConnectionError)
+    if lost or (isinstance(exc, HfHubHTTPError) and (status or 0) >= 500):
         return SubtideError(
             "model_unavailable", unreachable_message(model_id), hint=UNREACHABLE_HINT
         )

@@ -160,3 +160,27 @@ def test_translate_without_a_target_or_with_a_video_is_refused(cache_root, clips
     assert done.returncode == 1 and "--to" in done.stderr
     done = subtide("translate", str(clips.short_mp4), "--to", "de", cache=cache_root)
     assert done.returncode == 1 and ".srt or .vtt" in done.stderr
+
+
+@pytest.mark.slow
+def test_speaker_labels_and_names_from_the_command_line(clips, cache_root, tmp_path):
+    done = subtide(
+        "run",
+        str(clips.short.wav),
+        "-o",
+        str(tmp_path),
+        "--diarize",
+        "builtin",
+        "--speaker-labels",
+        "--speaker-names",
+        "SPEAKER_1=Anna",
+        cache=cache_root,
+    )
+    assert done.returncode == 0, done.stderr
+    srt = (tmp_path / "short_en.srt").read_text()
+    assert "[Anna]" in srt and "[SPEAKER_2]" in srt
+
+
+def test_malformed_speaker_names_are_a_usage_error(cache_root):
+    done = subtide("run", "x.mp4", "--speaker-names", "Anna", cache=cache_root)
+    assert done.returncode == 2 and "LABEL=Name" in done.stderr

@@ -47,9 +47,7 @@ def test_a_cue_with_a_speaker_change_is_split_there_and_loses_no_word():
         ("it", 5.3, 5.5),
         ("rained.", 5.5, 6.2),
     )
-    cue = Cue(
-        id=1, start=2.0, end=6.2, text="So that was the plan,\nbut then it rained.", words=ws
-    )
+    cue = Cue(id=1, start=2.0, end=6.2, text="So that was the plan,\nbut then it rained.", words=ws)
     pieces = track(names={"SPEAKER_2": "Ben"}).label([cue], "en")
     assert [p.speaker for p in pieces] == ["SPEAKER_1", "Ben"]
     assert [w for p in pieces for w in p.words] == ws

@@ -4,6 +4,7 @@ whose speaker per sentence is known."""
 import importlib.util
 import os
 import pickle
+import subprocess
 import sys
 import time
 import wave
@@ -34,6 +35,7 @@ THREE_VOICES = [
     ("en+m3", "Good. Let us look at the floor plans together."),
 ]
 HINT = "pip install --no-deps resemblyzer==0.1.4"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +111,20 @@ def test_the_weights_load_without_torch_or_the_resemblyzer_module(diarizer):
     assert weights["linear.weight"].shape == (256, 256)
     assert weights["linear.bias"].shape == (256,)
     assert all(array.dtype == np.float32 and np.isfinite(array).all() for array in weights.values())
-    assert "resemblyzer" not in sys.modules and "torch" not in sys.modules
+
+
+def test_diarizing_imports_neither_torch_nor_the_resemblyzer_module():
+    # In a fresh process: other tests in this session may have imported torch (pyannote).
+    script = (
+        "import sys, numpy as np\n"
+        "from engine.diarize_builtin import BuiltinDiarizer\n"
+        "BuiltinDiarizer().diarize(np.zeros(16000, dtype=np.float32))\n"
+        "print(sorted(m for m in ('torch', 'resemblyzer') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert done.stdout.strip() == "[]"
 
 
 class _Payload:

@@ -17,6 +17,7 @@ from pathlib import Path
 from threading import Thread
 
 import pytest
+import yaml
 
 if os.environ.get("SUBTIDE_SKIP_PYANNOTE") == "1":
     pytest.skip("SUBTIDE_SKIP_PYANNOTE=1: pyannote tests skipped", allow_module_level=True)
@@ -27,6 +28,9 @@ from engine.media import decode_audio
 from engine.protocol import SubtideError
 from tests.support.pyannote_pipeline import build_random_pipeline
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize
+
+# Random segmentation can give a speaker a single frame, whose spread torch warns about.
+pytestmark = pytest.mark.filterwarnings(r"ignore:std\(\)")
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER_HINT = (
@@ -55,10 +59,25 @@ def clip():
 def test_turns_are_sorted_inside_the_clip_and_named_in_order(diarizer, clip):
     spoken, audio = clip
     turns = diarizer.diarize(audio)
-    assert turns and all(isinstance(t, Turn) for t in turns)
-    assert all(0 <= t.start < t.end <= spoken.duration for t in turns)
+    assert_well_formed(turns, spoken.duration)
     # The exclusive diarization: turns follow one another, never overlap.
     assert all(a.end <= b.start + 1e-6 for a, b in pairwise(turns))
+
+
+def test_a_pipeline_that_returns_a_bare_annotation(pipeline_folder, tmp_path, clip):
+    """`legacy: true` makes pyannote 4 return the Annotation itself, as pyannote 3 did."""
+    folder = shutil.copytree(pipeline_folder, tmp_path / "legacy")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["pipeline"]["params"]["legacy"] = True
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    spoken, audio = clip
+    assert_well_formed(PyannoteDiarizer(str(folder)).diarize(audio), spoken.duration)
+
+
+def assert_well_formed(turns: list[Turn], duration: float) -> None:
+    assert turns and all(isinstance(t, Turn) for t in turns)
+    assert all(0 <= t.start < t.end <= duration for t in turns)
+    assert [t.start for t in turns] == sorted(t.start for t in turns)
     first_seen = list(dict.fromkeys(t.speaker for t in turns))
     assert first_seen == [f"SPEAKER_{n}" for n in range(1, len(first_seen) + 1)]
 
