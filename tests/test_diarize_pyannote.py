@@ -9,12 +9,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from contextlib import AbstractContextManager
+from http.server import BaseHTTPRequestHandler
 from itertools import pairwise
 from pathlib import Path
-from threading import Thread
 
 import pytest
 import yaml
@@ -26,6 +24,7 @@ from engine.diarize import Turn
 from engine.diarize_pyannote import DEFAULT_PIPELINE, PyannoteDiarizer
 from engine.media import decode_audio
 from engine.protocol import SubtideError
+from tests.support.http_server import serve
 from tests.support.pyannote_pipeline import build_random_pipeline
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize
 
@@ -211,19 +210,10 @@ def test_without_pyannote_installed_the_extra_is_named(monkeypatch, pipeline_fol
     )
 
 
-@contextmanager
-def refusing_hub() -> Iterator[str]:
+def refusing_hub() -> AbstractContextManager[str]:
     """A hub on 127.0.0.1 that answers like huggingface.co to a token without access:
     403 GatedRepo for acme/gated, 401 RepoNotFound for anything else."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusal)
-    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    return serve(_Refusal)
 
 
 class _Refusal(BaseHTTPRequestHandler):

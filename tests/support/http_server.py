@@ -1,4 +1,5 @@
-"""A static file server on 127.0.0.1 that answers Range requests, as downloaders expect."""
+"""HTTP servers on 127.0.0.1 for tests: any handler, and a static file server that answers
+Range requests, as downloaders expect."""
 
 from __future__ import annotations
 
@@ -7,23 +8,29 @@ import re
 import socket
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from socketserver import BaseRequestHandler
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
-@contextmanager
-def serve_directory(root: Path) -> Iterator[str]:
+def serve_directory(root: Path) -> AbstractContextManager[str]:
     """Serve `root` while the block runs; yields the base URL "http://127.0.0.1:PORT"."""
-    server = _QuietServer(("127.0.0.1", 0), partial(_RangeHandler, directory=str(root)))
+    return serve(partial(_RangeHandler, directory=str(root)))
+
+
+@contextmanager
+def serve(handler: Callable[..., BaseRequestHandler]) -> Iterator[str]:
+    """Run `handler` on 127.0.0.1 while the block runs; yields "http://127.0.0.1:PORT"."""
+    server = _QuietServer(("127.0.0.1", 0), handler)
     # A short poll interval keeps shutdown (once per test that starts a server) quick.
-    serve = partial(server.serve_forever, poll_interval=0.05)
-    thread = threading.Thread(target=serve, name="serve-directory", daemon=True)
+    loop = partial(server.serve_forever, poll_interval=0.05)
+    thread = threading.Thread(target=loop, name="test-http-server", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
