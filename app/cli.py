@@ -259,6 +259,7 @@ def _run_one(engine: Backend, job: JobSpec, args: argparse.Namespace, *, source_
 
 
 def _follow(events: Iterator[Event], label: str, *, quiet: bool) -> ResultEvent | None:
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (
@@ -267,7 +268,11 @@ def _follow(events: Iterator[Event], label: str, *, quiet: bool) -> ResultEvent 
         TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True, disable=quiet) as bar:
+    # Progress goes to stderr, and only to a terminal: stdout lists the files written, for
+    # scripts to read.
+    console = Console(stderr=True)
+    shown = not quiet and console.is_terminal
+    with Progress(*columns, transient=True, disable=not shown, console=console) as bar:
         task = bar.add_task(label, total=100)
         for event in events:
             if event.type == "progress":
