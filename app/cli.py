@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        # `subtide` alone is the app, opened in the browser.
+        args = parser.parse_args(["ui", "--open"])
     return args.func(args)
 
 
@@ -68,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         "--speaker-labels", action="store_true", help="show [SPEAKER] labels in SRT/VTT/TXT"
     )
     run.set_defaults(func=_run, translate_only=False)
+
+    ui = commands.add_parser(
+        "ui", help="start the app in the browser (the default)", description=_UI_HELP
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    ui.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    ui.add_argument("--share", action="store_true", help="a public gradio.live link")
+    ui.add_argument("--auth", type=_credentials, help="require a login: user:password")
+    ui.add_argument("--open", action="store_true", help="open the browser")
+    ui.set_defaults(func=_ui)
 
     translate = commands.add_parser(
         "translate",
@@ -125,6 +135,9 @@ _RUN_HELP = """Transcribe each SOURCE and write its subtitles into the output fo
 after the video title (or the file name). Runs offline on the bundled model by default;
 --to translates through any OpenAI-compatible LLM."""
 
+_UI_HELP = """Start the Subtide app: paste a link or drop a file, watch the subtitles appear over
+the video, fix a line, download SRT/VTT/ASS/TXT/JSON. Runs offline on the bundled model."""
+
 _TRANSLATE_HELP = """Translate each subtitle FILE into the --to languages. Every cue keeps its
 exact timing; the output is named FILE.LANG.srt (or .vtt) in the output folder."""
 
@@ -154,6 +167,66 @@ def _names(value: str) -> dict[str, str]:
             raise argparse.ArgumentTypeError(f"expected LABEL=Name, got {pair!r}")
         names[label.strip()] = name.strip()
     return names
+
+
+def _credentials(value: str) -> tuple[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("expected user:password")
+    return user, password
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.config import Settings
+    from engine.pipeline import Engine
+    from ui.app import UiDefaults, build, launch
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(f"bad setting: {_first_error(exc)}")
+    options = settings.engine_options(serves_others=False)
+    engine = Engine(options)
+    defaults = UiDefaults(
+        whisper_model=settings.whisper_model,
+        llm_base_url=settings.server_api_url,
+        llm_model=settings.server_model,
+        llm_configured=bool(settings.server_api_key or settings.server_api_url),
+    )
+    blocks = build(
+        lambda: engine,
+        fetch_preview=_preview_fetcher(options.allow_private_urls),
+        defaults=defaults,
+    )
+    launch(
+        blocks,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        auth=args.auth,
+        open_browser=args.open,
+    )
+    return 0
+
+
+def _preview_fetcher(allow_private: bool) -> Callable[[str, Path], Path | None]:
+    """Downloads a small playable video of a URL source, for the app's preview."""
+
+    def fetch(url: str, folder: Path) -> Path | None:
+        from engine import media
+        from engine.protocol import SubtideError
+
+        try:
+            found = media.download(
+                url, folder, allow_private=allow_private, media_format=media.PREVIEW_FORMAT
+            )
+        except SubtideError:
+            return None  # the job itself reports what is wrong with the link
+        return found.path
+
+    return fetch
 
 
 def _run(args: argparse.Namespace) -> int:

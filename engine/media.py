@@ -40,6 +40,11 @@ _AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
 _WHITESPACE = str.maketrans("", "", " \t\r\n")
 
 
+AUDIO_FORMAT = "bestaudio/best"
+# A small video a browser plays (H.264 in MP4) for the app's preview.
+PREVIEW_FORMAT = "best[height<=480][ext=mp4]/best[ext=mp4]/best"
+
+
 @dataclass(frozen=True)
 class Probe:
     duration: float
@@ -149,8 +154,10 @@ def download(
     allow_private: bool,
     on_progress: Callable[[float], None] | None = None,
     socket_timeout: float = 30,
+    media_format: str = AUDIO_FORMAT,
 ) -> Download:
-    """Fetch the best audio (or the whole file) behind `url` into `dest_dir` with yt-dlp."""
+    """Fetch the best audio (or the whole file) behind `url` into `dest_dir` with yt-dlp;
+    `media_format` (a yt-dlp format selector) asks for something else, e.g. PREVIEW_FORMAT."""
     import yt_dlp
 
     url = url.strip()
@@ -158,7 +165,7 @@ def download(
     dest_dir.mkdir(parents=True, exist_ok=True)
     messages = _Messages()
     params = {
-        "format": "bestaudio/best",
+        "format": media_format,
         "noplaylist": True,
         "playlist_items": "1",
         "quiet": True,
