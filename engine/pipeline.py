@@ -146,7 +146,6 @@ class Engine:
         )
 
     def run(self, job: JobSpec) -> Iterator[Event]:
-        self._cancel.clear()
         try:
             yield from self._run(job)
         except SubtideError as exc:
@@ -159,6 +158,10 @@ class Engine:
                 message="Subtide hit an unexpected error and stopped this job.",
                 hint="Try again; if it happens again, report it with the log output.",
             )
+        finally:
+            # Cleared when a job ends, not when it starts: a cancel that comes before the
+            # job's first step still stops it.
+            self._cancel.clear()
 
     def _run(self, job: JobSpec) -> Iterator[Event]:
         llm = self._llm_for(job)

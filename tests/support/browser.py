@@ -1,0 +1,60 @@
+"""A Gradio app served on 127.0.0.1 for a test, and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import gradio as gr
+    from playwright.sync_api import Browser
+
+CHROMIUM = "/usr/bin/chromium"
+# Offline and quiet: no GPU, no QUIC, none of Chromium's own calls home.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@contextmanager
+def serve_app(blocks: gr.Blocks) -> Iterator[str]:
+    """Launches `blocks` on a free port of 127.0.0.1 and yields its URL; stops it after."""
+    blocks.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=_free_port(),
+        quiet=True,
+        show_error=True,
+    )
+    try:
+        yield blocks.local_url
+    finally:
+        blocks.close()
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _free_port() -> int:
+    # Gradio wants a port number up front (0 is not accepted), so ask the OS for a free one.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -1,0 +1,246 @@
+"""The Gradio app through its API (gradio_client), on a real Engine with the bundled model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pysrt
+import pytest
+from gradio_client import Client, handle_file
+
+from engine.protocol import Cue, Style
+from tests.support.browser import serve_app
+from tests.support.http_server import serve_directory
+from tests.support.openai_server import fake_translation, serve_openai
+from ui.handlers import SCREEN
+from ui.table import apply_edits
+
+MODEL = "bundled:tiny.en"
+API_KEY = "sk-test-key-do-not-echo"
+# What the API returns of the run's outputs: a gr.State stays on the server.
+RETURNED = [name for name in SCREEN if name != "session"]
+
+
+@pytest.fixture(scope="module")
+def app_url(cache_root):
+    from engine.pipeline import Engine, EngineOptions
+    from ui.app import UiDefaults, build
+
+    engine = Engine(
+        EngineOptions(cache_dir=cache_root, whisper_model=MODEL, allow_private_urls=True)
+    )
+    blocks = build(
+        lambda: engine, fetch_preview=fetch_preview, defaults=UiDefaults(whisper_model=MODEL)
+    )
+    with serve_app(blocks) as url:
+        yield url
+
+
+# A test closes it to hold the preview back until the subtitles are done.
+PREVIEW_GATE = threading.Event()
+PREVIEW_GATE.set()
+
+
+def fetch_preview(url: str, folder: Path) -> Path:
+    """Stands in for the app's preview fetcher: the link itself is a playable MP4."""
+    PREVIEW_GATE.wait(timeout=30)
+    with urllib.request.urlopen(url) as response, (folder / "preview.mp4").open("wb") as out:
+        shutil.copyfileobj(response, out)
+    return folder / "preview.mp4"
+
+
+@pytest.fixture
+def client(app_url, tmp_path):
+    # One client is one page session: the edit below works on the run before it.
+    return Client(app_url, verbose=False, download_files=str(tmp_path))
+
+
+def run(client: Client, **form) -> dict:
+    form.setdefault("file", None)
+    return _returned(client.predict(**form, api_name="/run"))
+
+
+def _returned(output: tuple) -> dict:
+    return dict(zip(RETURNED, output, strict=True))
+
+
+def _has_downloads(screen: dict) -> bool:
+    # An output the update left alone comes back as {"__type__": "update"}.
+    return isinstance(screen["downloads"], list) and bool(screen["downloads"])
+
+
+def rows(screen: dict) -> list[list]:
+    return screen["table"]["value"]["data"]
+
+
+def download(screen: dict, name: str) -> Path:
+    paths = {Path(path).name: Path(path) for path in screen["downloads"]}
+    assert name in paths, sorted(paths)
+    return paths[name]
+
+
+def test_upload_streams_cues_into_the_table_and_exports_every_format(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4))
+
+    assert 'data-state="done"' in screen["progress"]
+    table = rows(screen)
+    assert len(table) >= len(clips.short.sentences)
+    assert "cottage" in " ".join(row[4] for row in table).lower()
+    names = sorted(Path(path).name for path in screen["downloads"])
+    assert names == sorted(f"short_en.{ext}" for ext in ("srt", "vtt", "ass", "txt", "json"))
+    subs = pysrt.open(str(download(screen, "short_en.srt")))
+    assert len(subs) == len(table)
+    assert [sub.text.replace("\n", " ") for sub in subs] == [row[4] for row in table]
+    # The preview carries its subtitles as a track of our own VTT.
+    assert Path(screen["video"]["subtitles"]).read_text().startswith("WEBVTT")
+
+
+def test_an_edit_reaches_the_downloads(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4))
+    table = screen["table"]["value"]
+    table["data"][0][4] = "An edited first line."
+
+    video, downloads = client.predict(table, "source", api_name="/edit")
+
+    edited = {Path(path).name: Path(path) for path in downloads}
+    before = pysrt.open(str(download(screen, "short_en.srt")))[0]
+    after = pysrt.open(str(edited["short_en.srt"]))[0]
+    assert after.text == "An edited first line."
+    assert (after.start, after.end) == (before.start, before.end)  # times are not editable
+    assert "An edited first line." in Path(video["subtitles"]).read_text()
+
+
+def test_a_bad_url_shows_the_engines_message(client):
+    screen = run(client, url="ftp://x/y.mp4")
+
+    assert "Only http and https links" in screen["error"]["value"]
+    assert 'data-state="failed"' in screen["progress"]
+
+
+def test_nothing_to_run_says_so(client):
+    screen = run(client)
+
+    assert "Nothing to subtitle yet" in screen["error"]["value"]
+
+
+def test_translation_fills_a_column_and_the_key_is_never_echoed(client, clips):
+    with serve_openai(api_key=API_KEY) as llm:
+        screen = run(
+            client,
+            file=handle_file(clips.short_mp4),
+            targets=["de"],
+            llm_url=llm.url + "/v1",
+            llm_model="gpt-4o-mini",
+            llm_key=API_KEY,
+        )
+        assert llm.translations_requested(), "the LLM was never asked"
+
+    assert screen["table"]["value"]["headers"][-1] == "German (de)"
+    for row in rows(screen):
+        assert row[5] == " ".join(fake_translation(row[4], "German").split())
+    german = pysrt.open(str(download(screen, "short_en.de.srt")))
+    assert all(sub.text.startswith("[ge]") for sub in german)
+    assert API_KEY not in json.dumps(screen)
+
+
+def test_a_subtitle_file_is_translated_without_a_preview(client, tmp_path):
+    srt = tmp_path / "talk.srt"
+    srt.write_text("1\n00:00:01,000 --> 00:00:02,500\nHello there.\n\n", encoding="utf-8")
+
+    screen = run(client, file=handle_file(srt))
+
+    assert [row[4] for row in rows(screen)] == ["Hello there."]
+    assert screen["video"]["visible"] is False
+    assert pysrt.open(str(download(screen, "talk.srt")))[0].text == "Hello there."
+
+
+def test_a_link_plays_the_fetched_preview_with_its_subtitles(client, clips):
+    with serve_directory(clips.short_mp4.parent) as site:
+        screen = run(client, url=f"{site}/{clips.short_mp4.name}")
+
+    assert rows(screen)
+    assert screen["video"]["visible"] is True
+    assert Path(screen["video"]["value"]).read_bytes() == clips.short_mp4.read_bytes()
+    assert Path(screen["video"]["subtitles"]).read_text().startswith("WEBVTT")
+
+
+def test_downloads_come_before_a_slow_preview(client, clips):
+    PREVIEW_GATE.clear()
+    try:
+        with serve_directory(clips.short_mp4.parent) as site:
+            job = client.submit(url=f"{site}/{clips.short_mp4.name}", file=None, api_name="/run")
+            deadline = time.monotonic() + 60
+            while not any(_has_downloads(_returned(output)) for output in job.outputs()):
+                assert time.monotonic() < deadline and not job.done(), "no downloads yet"
+                time.sleep(0.1)
+            PREVIEW_GATE.set()
+            job.result()
+    finally:
+        PREVIEW_GATE.set()
+
+    screens = [_returned(output) for output in job.outputs()]
+    waiting = next(screen for screen in screens if _has_downloads(screen))
+    assert "Loading the preview" in waiting["progress"]
+    assert waiting["table"]["interactive"] is False  # an edit now would be lost
+    assert screens[-1]["video"]["visible"] is True
+    assert screens[-1]["table"]["interactive"] is True
+
+
+def test_audio_gets_an_audio_player_and_no_video(client, clips):
+    job = client.submit(file=handle_file(clips.short.wav), api_name="/run")
+    job.result()
+    # The player is set once, as the job starts; later updates leave it playing.
+    first, *_, last = (_returned(output) for output in job.outputs())
+
+    assert first["audio"]["visible"] is True
+    assert Path(first["audio"]["value"]).read_bytes() == clips.short.wav.read_bytes()
+    assert rows(last)
+    assert last["video"]["visible"] is False
+
+
+def test_edits_are_rewrapped_and_matched_by_id():
+    style = Style(max_chars_per_line=20)
+    cues = [
+        Cue(id=1, start=0, end=2, text="Hello.", translations={"de": "Hallo."}, untranslated=[]),
+        Cue(
+            id=2,
+            start=2,
+            end=4,
+            text="Two\nlines",
+            translations={"de": "Two lines"},
+            untranslated=["de"],
+        ),
+    ]
+    rows = [
+        # Row 2 first, a row the user added, and row 1 missing: only row 2 changes.
+        [2, "x", "x", "", "Two lines", "Zwei Zeilen, die nicht in eine passen"],
+        [99, "", "", "", "stray", ""],
+    ]
+
+    edited = apply_edits(cues, rows, ["de"], style, "en")
+
+    assert edited[0] == cues[0]
+    assert edited[1].text == "Two\nlines"  # unchanged apart from its line break: kept as is
+    assert edited[1].translations["de"] == "Zwei Zeilen, die\nnicht in eine passen"
+    assert edited[1].untranslated == []
+    assert (edited[1].start, edited[1].end) == (2, 4)
+
+
+def test_a_refused_key_shows_the_advice_and_not_the_key(client, clips):
+    with serve_openai(api_key=API_KEY) as llm:
+        screen = run(
+            client,
+            file=handle_file(clips.short_mp4),
+            targets=["de"],
+            llm_url=llm.url + "/v1",
+            llm_model="gpt-4o-mini",
+            llm_key="sk-wrong-key",
+        )
+
+    assert "refused the API key" in screen["error"]["value"]
+    assert "sk-wrong-key" not in json.dumps(screen)

@@ -1,0 +1,285 @@
+"""The app in a real browser (Debian's Chromium through Playwright), on a real Engine.
+
+Each state the page reaches is saved as a screenshot in artifacts/ui/, and the time from
+pressing Run to the first cue row and to the finished preview goes to artifacts/ui/timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pysrt
+import pytest
+
+from engine.formats import read_json, read_vtt
+from tests.support.browser import chromium, serve_app
+from tests.support.openai_server import serve_openai
+from ui.handlers import HEARTBEAT_S
+
+pytestmark = pytest.mark.slow
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
+MODEL = "bundled:tiny.en"
+API_KEY = "sk-browser-test-key"
+KEY_STORAGE = "subtide-llm-key"  # where the page keeps the key (encrypted)
+# Long enough for a translation to be running when Cancel is pressed.
+SLOW_LLM_S = 3.0
+FIRST_TEXT_CELL = '#cues [data-testid="cell-0-4"]'
+DONE = "#progress [data-state=done]"
+# Shows the preview's text track and says how many cues it holds, once it has loaded them.
+TRACK_CUES = """() => {
+    const video = document.querySelector('#preview video');
+    if (!video || !video.textTracks.length) return false;
+    const track = video.textTracks[0];
+    track.mode = 'showing';
+    return track.cues && track.cues.length ? track.cues.length : false;
+}"""
+TRACK_TEXT = """() => Array.from(document.querySelector('#preview video').textTracks[0].cues,
+    (cue) => cue.text).join('\\n')"""
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with serve_openai(api_key=API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def app_url(cache_root, llm):
+    from engine.pipeline import Engine, EngineOptions
+    from ui.app import UiDefaults, build
+
+    # No transcript cache: every run really transcribes, so the timings and Cancel are real.
+    options = EngineOptions(
+        cache_dir=cache_root, whisper_model=MODEL, allow_private_urls=True, use_cache=False
+    )
+    engine = Engine(options)
+    defaults = UiDefaults(
+        whisper_model=MODEL, llm_base_url=f"{llm.url}/v1", llm_model="gpt-4o-mini"
+    )
+    with serve_app(build(lambda: engine, defaults=defaults)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with chromium() as chrome:
+        yield chrome
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    # Works offline: the page asks nothing of any host but the app's own.
+    elsewhere = []
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith((app_url, "data:", "blob:"))
+            else elsewhere.append(request.url)
+        ),
+    )
+    page.goto(app_url)
+    page.wait_for_selector("#run")
+    yield page
+    context.close()
+    assert elsewhere == []
+
+
+def test_run_preview_edit_and_download(page, clips, llm):
+    shot(page, "01-loaded")
+    remember_key(page)
+    choose_german(page)
+    page.get_by_text("Speakers", exact=True).click()
+    page.get_by_label("builtin").check()
+    upload(page, clips.dialogue_mp4)
+
+    started = time.monotonic()
+    page.click("#run")
+    page.wait_for_selector(FIRST_TEXT_CELL)
+    first_cue = time.monotonic() - started
+    shot(page, "02-running")
+    page.wait_for_selector(DONE)
+    track_cues = page.wait_for_function(TRACK_CUES).json_value()
+    preview = time.monotonic() - started
+    record_timings(first_cue, preview)
+
+    show_frame(page, 1.0)
+    shot(page, "03-done")
+    files = downloads(page)
+    names = [
+        f"dialogue_en{lang}.{ext}" for ext in ("srt", "vtt", "ass", "txt") for lang in ("", ".de")
+    ]
+    assert sorted(files) == sorted([*names, "dialogue_en.json"])
+    cues = read_json(files["dialogue_en.json"])
+    assert len(cues) == track_cues >= len(clips.dialogue.sentences)
+    assert {cue.speaker for cue in cues} == {"SPEAKER_1", "SPEAKER_2"}
+    assert len(pysrt.from_string(files["dialogue_en.srt"])) == len(cues)
+    german = pysrt.from_string(files["dialogue_en.de.srt"])
+    assert all(sub.text.startswith("[ge]") for sub in german)
+    assert len(read_vtt(files["dialogue_en.vtt"])) == len(cues)
+    assert files["dialogue_en.ass"].count("\nDialogue: ") == len(cues)
+    assert "cottage" in files["dialogue_en.txt"].lower()
+    assert page.locator("#timeline svg[data-speakers='2']").count() == 1
+
+    old_track = track_src(page)
+    page.get_by_label("Dual: original + German").check()
+    page.wait_for_function(f"() => {track_src_js()} !== {json.dumps(old_track)}")
+    page.wait_for_function(TRACK_CUES)
+    dual = page.evaluate(TRACK_TEXT)
+    assert cues[0].text.split("\n")[0] in dual and "[ge]" in dual
+    show_frame(page, 4.0)
+    shot(page, "04-dual-view")
+
+    old_srt = download_href(page, "dialogue_en.srt")
+    edit_first_text(page, "Where shall we go on holiday?")
+    page.wait_for_function(f"() => {download_href_js('dialogue_en.srt')} !== {json.dumps(old_srt)}")
+    edited = pysrt.from_string(downloads(page, only="dialogue_en.srt")["dialogue_en.srt"])
+    assert edited[0].text == "Where shall we go on holiday?"
+    original = pysrt.from_string(files["dialogue_en.srt"])
+    assert (edited[0].start, edited[0].end) == (original[0].start, original[0].end)
+    shot(page, "05-edited")
+    assert API_KEY not in page.content()
+    # The browser keeps the key encrypted, and nothing else there holds it in plain text.
+    assert API_KEY not in page.evaluate("() => JSON.stringify(localStorage)")
+    assert all(
+        request.headers.get("authorization") == f"Bearer {API_KEY}" for request in llm.requests
+    )
+
+
+def test_a_bad_url_shows_the_error_and_the_app_stays_usable(page, clips):
+    page.fill("#url input, #url textarea", "ftp://x/y.mp4")
+    page.click("#run")
+    error = page.wait_for_selector("#error [role=alert]")
+    assert "Only http and https links" in error.inner_text()
+    shot(page, "06-error")
+
+    page.fill("#url input, #url textarea", "")
+    upload(page, clips.short_mp4)
+    page.click("#run")
+    page.wait_for_selector(DONE)
+    assert not page.locator("#error [role=alert]").is_visible()
+
+
+def test_cancel_stops_the_job_and_a_next_run_works(page, clips, llm):
+    remember_key(page)
+    choose_german(page)
+    upload(page, clips.dialogue_mp4)
+    llm.latency = SLOW_LLM_S
+    try:
+        page.click("#run")
+        page.wait_for_selector(FIRST_TEXT_CELL)
+        page.wait_for_selector("#progress [data-state=running]")
+        shot(page, "07-before-cancel")
+        page.click("#cancel")
+        page.wait_for_selector("#progress [data-state=cancelled]")
+        rows = page.locator("#cues [role=row]").count()
+        time.sleep(2 * HEARTBEAT_S)  # a job still followed would have moved the page by now
+        assert page.locator("#progress [data-state=cancelled]").is_visible()
+        assert page.locator("#cues [role=row]").count() == rows
+        shot(page, "08-cancelled")
+    finally:
+        llm.latency = 0.0
+
+    page.click("#run")
+    page.wait_for_selector(DONE)
+    page.wait_for_function(TRACK_CUES)
+    assert page.locator("#cues [data-testid='cell-0-5']").inner_text().startswith("[ge]")
+    shot(page, "09-next-run")
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+def remember_key(page) -> None:
+    """Types the API key as a user would, then checks that a reload brings it back."""
+    page.get_by_text("Translation provider").click()
+    key_box = page.locator("#llm-key input")
+    key_box.press_sequentially(API_KEY)
+    key_box.press("Tab")  # the key is saved when the box is left
+    page.wait_for_function(f"() => localStorage.getItem({json.dumps(KEY_STORAGE)}) !== null")
+    page.reload()
+    page.wait_for_selector("#run")
+    page.get_by_text("Translation provider").click()
+    page.wait_for_function(
+        f"() => document.querySelector('#llm-key input')?.value === {json.dumps(API_KEY)}"
+    )
+    assert key_box.get_attribute("type") == "password"
+
+
+def choose_german(page) -> None:
+    # The language list is searchable by name.
+    page.locator("#targets input").fill("germ")
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    assert "German (de)" in page.locator("#targets").inner_text()
+
+
+def upload(page, path: Path) -> None:
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.wait_for_selector(f"#upload :text('{path.name}')")
+
+
+def edit_first_text(page, text: str) -> None:
+    page.locator(FIRST_TEXT_CELL).dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def downloads(page, only: str | None = None) -> dict[str, str]:
+    """Each file of the download list, fetched by clicking its link, by name."""
+    files = {}
+    for link in page.locator("#downloads a[download]").all():
+        name = link.get_attribute("download")
+        if only is not None and name != only:
+            continue
+        with page.expect_download() as download:
+            link.click()
+        files[name] = Path(download.value.path()).read_text(encoding="utf-8")
+    return files
+
+
+def download_href_js(name: str) -> str:
+    return f"document.querySelector('#downloads a[download={json.dumps(name)}]')?.href"
+
+
+def download_href(page, name: str) -> str:
+    return page.evaluate(f"() => {download_href_js(name)}")
+
+
+def track_src_js() -> str:
+    return "document.querySelector('#preview track')?.src"
+
+
+def track_src(page) -> str:
+    return page.evaluate(f"() => {track_src_js()}")
+
+
+def show_frame(page, seconds: float) -> None:
+    """Seeks the paused preview so the screenshot shows a subtitle over the video."""
+    page.evaluate(
+        "(at) => new Promise((done) => { const video = document.querySelector('#preview video');"
+        " video.addEventListener('seeked', () => setTimeout(done, 300), {once: true});"
+        " video.currentTime = at; })",
+        seconds,
+    )
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def record_timings(first_cue: float, preview: float) -> None:
+    timings = {"clip": "dialogue_en.mp4", "first_cue_row_s": first_cue, "preview_ready_s": preview}
+    timings = {
+        key: round(value, 2) if isinstance(value, float) else value
+        for key, value in timings.items()
+    }
+    print(f"\nUI timings: {timings}")
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")

@@ -1,0 +1,294 @@
+"""The page's event handlers: run a job and stream it to the page, edit, switch the preview.
+
+The run handler yields one list per update, in `SCREEN` order, with `gr.skip()` for every part
+of the page it leaves alone, so a progress tick does not resend the whole table.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from engine.formats import safe_stem
+from engine.protocol import (
+    Backend,
+    Cue,
+    DiarizeMode,
+    ErrorEvent,
+    JobSpec,
+    ProgressEvent,
+    ResultEvent,
+    SubtideError,
+)
+from engine.translate import same_language
+from ui import table as cue_table
+from ui.jobs import JobRunner
+from ui.options import Form, media_kind
+from ui.session import SOURCE_VIEW, Subtitles, Workspace, view_choices
+from ui.status import cancelled_html, done_html, error_html, progress_html, status_html
+from ui.timeline import speaker_timeline
+
+log = logging.getLogger(__name__)
+PreviewFetcher = Callable[[str, Path], Path | None]
+SCREEN = (
+    "progress",
+    "error",
+    "table",
+    "video",
+    "audio",
+    "view",
+    "timeline",
+    "downloads",
+    "session",
+)
+# Seconds between page updates while the backend is quiet: the elapsed time keeps moving, and
+# the page sees a Cancel within this time whatever the backend does.
+HEARTBEAT_S = 1.0
+
+
+def screen(**parts: Any) -> list[Any]:
+    """One update of the page: the parts named, in `SCREEN` order; the rest left as they are."""
+    assert parts.keys() <= set(SCREEN), parts.keys() - set(SCREEN)
+    return [parts.get(name, gr.skip()) for name in SCREEN]
+
+
+class Handlers:
+    def __init__(
+        self, backend: Backend, fetch_preview: PreviewFetcher | None, workspace: Workspace
+    ) -> None:
+        self.runner = JobRunner(backend)
+        self.fetch_preview = fetch_preview
+        self.workspace = workspace
+
+    def run(
+        self,
+        url: str | None,
+        file: str | None,
+        targets: list[str] | None,
+        source_lang: str | None,
+        whisper_model: str | None,
+        speakers: DiarizeMode,
+        num_speakers: float | None,
+        llm_url: str | None,
+        llm_model: str | None,
+        llm_key: str | None,
+        about: str | None,
+        glossary: str | None,
+        max_chars: float,
+        max_lines: float,
+        dual: bool,
+        speaker_labels: bool,
+        session: Subtitles | None,
+        request: gr.Request,
+    ) -> Iterator[list[Any]]:
+        form = Form(
+            url=url or "",
+            file=file,
+            targets=targets or [],
+            source_lang=source_lang or "",
+            whisper_model=whisper_model or "",
+            speakers=speakers,
+            num_speakers=num_speakers,
+            llm_url=llm_url or "",
+            llm_model=llm_model or "",
+            llm_key=llm_key or "",
+            about=about or "",
+            glossary=glossary or "",
+            max_chars=max_chars,
+            max_lines=max_lines,
+            dual=dual,
+            speaker_labels=speaker_labels,
+        )
+        try:
+            job = form.job()
+        except SubtideError as exc:
+            yield _failed(exc.to_event(), 0.0)
+            return
+        self.workspace.discard(session)
+        run = _Run(self, job, form, self.workspace.new_job(), request.session_hash)
+        yield from run.follow()
+
+    def edit(self, rows: list[list[Any]], view: str | None, session: Subtitles | None) -> list[Any]:
+        """The table was edited: the cues take its text, the preview and downloads follow."""
+        if session is None:  # edits during a job are not kept: the next cues replace them
+            return [gr.skip(), gr.skip(), gr.skip()]
+        cues = cue_table.apply_edits(
+            session.cues, rows, session.targets, session.style, session.language
+        )
+        edited = replace(session, cues=tuple(cues))
+        return [_video(edited, view or SOURCE_VIEW), edited.exports(), edited]
+
+    def switch_view(self, view: str, session: Subtitles | None) -> Any:
+        return gr.skip() if session is None else _video(session, view)
+
+    def cancel(self, request: gr.Request) -> Any:
+        if not self.runner.cancel(request.session_hash):
+            return gr.skip()
+        return cancelled_html()
+
+
+class _Run:
+    """One job as the page sees it: the form, the events so far, the preview being fetched."""
+
+    def __init__(
+        self, handlers: Handlers, job: JobSpec, form: Form, folder: Path, owner: str
+    ) -> None:
+        self.handlers = handlers
+        self.job = job
+        self.form = form
+        self.folder = folder
+        self.owner = owner
+        self.started = time.monotonic()
+        self.cues: dict[int, Cue] = {}
+        self.last = ProgressEvent(stage="queued", percent=0, message="Starting")
+        self.kind = media_kind(form.file) if form.file else None
+        self.video = Path(form.file) if form.file and self.kind == "video" else None
+        self.preview: Future[Path | None] | None = None
+        fetch = handlers.fetch_preview
+        if job.source.url and fetch is not None:
+            self.preview = _in_background(fetch, job.source.url, folder)
+
+    def follow(self) -> Iterator[list[Any]]:
+        yield self._start_screen()
+        events = self.handlers.runner.run(self.job, self.owner, HEARTBEAT_S)
+        with closing(events):
+            try:
+                for event in events:
+                    if event is None or event.type == "progress":
+                        self.last = event or self.last
+                        yield screen(progress=self._progress(), video=self._new_preview())
+                    elif event.type == "cues":
+                        self.cues.update((cue.id, cue) for cue in event.cues)
+                        yield screen(table=self._table(self.job.target_langs, interactive=False))
+                    elif event.type == "error":
+                        yield _failed(event, self.last.percent)
+                        return
+                    else:
+                        yield from self._finish(event)
+                        return
+            except SubtideError as exc:  # the runner could not start the job
+                yield _failed(exc.to_event(), self.last.percent)
+                return
+        ended = ErrorEvent(code="internal", message="The job ended without a result.")
+        yield _failed(ended, self.last.percent)
+
+    def _start_screen(self) -> list[Any]:
+        return screen(
+            progress=self._progress(),
+            error=gr.HTML(visible=False),
+            table=self._table(self.job.target_langs, interactive=False),
+            video=gr.Video(value=self.video, subtitles=None, visible=self.video is not None),
+            audio=gr.Audio(value=self.form.file, visible=True)
+            if self.kind == "audio"
+            else gr.Audio(value=None, visible=False),
+            view=gr.Radio(visible=False),
+            timeline=gr.HTML(visible=False),
+            downloads=None,
+            session=None,
+        )
+
+    def _finish(self, result: ResultEvent) -> Iterator[list[Any]]:
+        self.cues = {cue.id: cue for cue in result.cues}
+        subtitles = Subtitles(
+            cues=tuple(result.cues),
+            language=result.language,
+            # Targets in the spoken language were skipped: they get no column and no files.
+            targets=tuple(
+                lang for lang in self.job.target_langs if not same_language(lang, result.language)
+            ),
+            style=self.job.style,
+            stem=safe_stem(result.title or self._file_title()),
+            title=result.title,
+            duration=result.duration,
+            video=self.video,
+            folder=self.folder,
+        )
+        downloads = subtitles.exports()
+        if self.preview is not None and not self.preview.done():
+            # The downloads need not wait for the preview video. Editing does: an edit made now
+            # would be lost to the final update below.
+            loading = status_html("running", "Loading the preview", 100)
+            table = self._table(subtitles.targets, interactive=False)
+            yield screen(progress=loading, table=table, downloads=downloads)
+            while wait([self.preview], timeout=HEARTBEAT_S).not_done:
+                yield screen(progress=loading)
+        if self.preview is not None:
+            subtitles = replace(subtitles, video=self.preview.result())
+        timeline = speaker_timeline(subtitles.cues, subtitles.duration)
+        has_video = subtitles.video is not None
+        yield screen(
+            progress=done_html(len(result.cues), time.monotonic() - self.started),
+            error=gr.HTML(visible=False),
+            table=self._table(subtitles.targets, interactive=True),
+            video=_video(subtitles, SOURCE_VIEW),
+            view=gr.Radio(
+                choices=view_choices(subtitles.targets),
+                value=SOURCE_VIEW,
+                visible=has_video and bool(subtitles.targets),
+            ),
+            timeline=gr.HTML(timeline, visible=bool(timeline)),
+            downloads=downloads,
+            session=subtitles,
+        )
+
+    def _progress(self) -> str:
+        return progress_html(self.last, time.monotonic() - self.started)
+
+    def _table(self, targets: list[str] | tuple[str, ...], *, interactive: bool) -> Any:
+        ordered = sorted(self.cues.values(), key=lambda cue: cue.id)
+        return gr.Dataframe(
+            value=cue_table.table(ordered, targets),
+            interactive=interactive,
+            column_widths=cue_table.column_widths(targets),
+        )
+
+    def _new_preview(self) -> Any:
+        """The fetched preview video, once, as soon as it is there."""
+        if self.preview is None or not self.preview.done():
+            return gr.skip()
+        self.video, self.preview = self.preview.result(), None
+        return gr.skip() if self.video is None else gr.Video(value=self.video, visible=True)
+
+    def _file_title(self) -> str:
+        return Path(self.form.file).stem if self.form.file else ""
+
+
+def _failed(error: ErrorEvent, percent: float) -> list[Any]:
+    if error.code == "cancelled":
+        return screen(progress=cancelled_html())
+    return screen(
+        progress=status_html("failed", "Stopped", percent, "See the message below."),
+        error=gr.HTML(error_html(error.message, error.hint), visible=True),
+    )
+
+
+def _video(subtitles: Subtitles, view: str) -> Any:
+    if subtitles.video is None:
+        return gr.Video(value=None, visible=False)
+    # Subtitles reach the player only when set together with the video by an event.
+    vtt = subtitles.preview_vtt(view)
+    return gr.Video(value=subtitles.video, subtitles=vtt, visible=True)
+
+
+def _in_background(fetch: PreviewFetcher, url: str, folder: Path) -> Future[Path | None]:
+    future: Future[Path | None] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fetch(url, folder))
+        except Exception:
+            # The preview is a convenience: the subtitles are made without it.
+            log.warning("no preview video for %s", url, exc_info=True)
+            future.set_result(None)
+
+    threading.Thread(target=work, name="subtide-preview", daemon=True).start()
+    return future

@@ -1,0 +1,149 @@
+"""The choices the form offers and the form's values turned into a `JobSpec`."""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from engine.formats import SUBTITLE_SUFFIXES
+from engine.protocol import DiarizeMode, JobSpec, Source, Style, SubtideError, TranslationConfig
+from engine.translate import language_name, parse_glossary
+
+# Languages Whisper can transcribe and that many people subtitle into; codes are what the
+# engine takes, names are what people look for.
+_SPOKEN = (
+    "ar bg bn ca cs da de el en es et fa fi fr he hi hr hu id it ja ko lt lv ms nl no pl pt ro "
+    "ru sk sl sr sv sw ta th tl tr uk ur vi zh"
+)
+SPOKEN_LANGUAGES = tuple(_SPOKEN.split())
+# Translation can also aim at a regional or script variant.
+TARGET_VARIANTS = ("es-419", "fr-CA", "pt-BR", "zh-Hant")
+WHISPER_MODELS = (
+    "bundled",
+    "bundled:tiny.en",
+    "tiny",
+    "base",
+    "small",
+    "medium",
+    "large-v3",
+    "turbo",
+)
+SPEAKER_MODES: tuple[DiarizeMode, ...] = ("off", "auto", "builtin", "pyannote")
+AUTO = ""  # the source-language choice that lets Whisper detect the language
+
+MediaKind = Literal["video", "audio", "subtitles"]
+
+
+def language_choices(codes: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(label, code) pairs sorted by name: "German (de)" finds by name and by code."""
+    return sorted(((f"{_name(code)} ({code})", code) for code in codes), key=_label)
+
+
+def _name(code: str) -> str:
+    # "Portuguese (Brazil)" would read "Portuguese (Brazil) (pt-BR)" with its code after it.
+    name, _, detail = language_name(code).partition(" (")
+    return f"{name}, {detail.removesuffix(')')}" if detail else name
+
+
+def target_choices() -> list[tuple[str, str]]:
+    return language_choices(SPOKEN_LANGUAGES + TARGET_VARIANTS)
+
+
+def source_choices() -> list[tuple[str, str]]:
+    return [("Auto-detect", AUTO), *language_choices(SPOKEN_LANGUAGES)]
+
+
+def model_choices(default: str) -> list[str]:
+    # A configured model outside the list (a folder, say) is still offered first.
+    return list(dict.fromkeys((default, *WHISPER_MODELS)))
+
+
+def _label(choice: tuple[str, str]) -> str:
+    return choice[0]
+
+
+@dataclass(frozen=True)
+class Form:
+    """What the user filled in, as the run handler receives it."""
+
+    url: str
+    file: str | None
+    targets: list[str]
+    source_lang: str
+    whisper_model: str
+    speakers: DiarizeMode
+    num_speakers: float | None
+    llm_url: str
+    llm_model: str
+    llm_key: str
+    about: str
+    glossary: str
+    max_chars: float
+    max_lines: float
+    dual: bool
+    speaker_labels: bool
+
+    def source(self) -> Source:
+        url = self.url.strip()
+        if url and self.file:
+            raise SubtideError(
+                "bad_input",
+                "There is both a link and an uploaded file.",
+                hint="Clear one of them, then press Run again.",
+            )
+        if self.file:
+            return Source(path=self.file)
+        if url:
+            return Source(url=url)
+        raise SubtideError(
+            "bad_input",
+            "Nothing to subtitle yet.",
+            hint="Paste a video link or upload a video, audio or subtitle file.",
+        )
+
+    def job(self) -> JobSpec:
+        """The job these values describe; a value the engine would refuse is a SubtideError."""
+        try:
+            return JobSpec(
+                source=self.source(),
+                source_lang=self.source_lang or None,
+                target_langs=list(dict.fromkeys(self.targets)),
+                whisper_model=self.whisper_model.strip() or None,
+                diarize=self.speakers,
+                # Number boxes arrive as floats; 0 or empty means "find out".
+                num_speakers=int(self.num_speakers) if self.num_speakers else None,
+                translation=self._translation(),
+                glossary=parse_glossary(self.glossary),
+                description=self.about.strip() or None,
+                style=Style(
+                    max_chars_per_line=int(self.max_chars),
+                    max_lines=int(self.max_lines),
+                    dual=self.dual,
+                    speaker_labels=self.speaker_labels,
+                ),
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise SubtideError("bad_input", f"{where}: {first['msg']}") from None
+
+    def _translation(self) -> TranslationConfig | None:
+        fields = {
+            "base_url": self.llm_url.strip() or None,
+            "model": self.llm_model.strip() or None,
+            "api_key": self.llm_key.strip() or None,
+        }
+        # Nothing given: the server's own LLM settings apply unchanged.
+        return TranslationConfig(**fields) if any(fields.values()) else None
+
+
+def media_kind(path: str) -> MediaKind:
+    """How an uploaded file can be previewed: a video player, an audio player, or not at all."""
+    if Path(path).suffix.lower() in SUBTITLE_SUFFIXES:
+        return "subtitles"
+    guessed, _ = mimetypes.guess_type(path)
+    return "audio" if guessed and guessed.startswith("audio/") else "video"

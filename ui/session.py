@@ -1,0 +1,110 @@
+"""One finished job as the page keeps it, and the files rendered from it.
+
+Each render writes a folder of its own, so two handlers of one page (an edit and a switch of
+the preview) never write the same file at once; Gradio copies what it serves, by content.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.formats import render, render_files
+from engine.protocol import Cue, Format, Style
+from engine.translate import language_name
+
+EXPORT_FORMATS: tuple[Format, ...] = ("srt", "vtt", "ass", "txt", "json")
+SOURCE_VIEW = "source"
+_DUAL_PREFIX = "dual:"
+
+
+@dataclass(frozen=True)
+class Subtitles:
+    """What the editor, the preview and the downloads are made from."""
+
+    cues: tuple[Cue, ...]
+    language: str
+    targets: tuple[str, ...]
+    style: Style
+    stem: str  # file names for the downloads, from the title
+    title: str | None
+    duration: float
+    video: Path | None  # the playable preview, if there is one
+    folder: Path  # this job's own files, removed with the session
+
+    def exports(self) -> list[str]:
+        """Every download, from the current cues: one file per format and language.
+
+        Paths as text: gr.File takes nothing else for a list of files."""
+        out = _revision(self.folder)
+        files = render_files(
+            self.cues,
+            EXPORT_FORMATS,
+            stem=self.stem,
+            language=self.language,
+            target_langs=self.targets,
+            style=self.style,
+            title=self.title,
+            duration=self.duration,
+        )
+        for file in files:
+            (out / file.filename).write_text(file.content, encoding="utf-8")
+        return [str(out / file.filename) for file in files]
+
+    def preview_vtt(self, view: str) -> Path:
+        """The track the player shows for a view: the source, a translation, or both."""
+        lang, dual_with = _view_langs(view)
+        text = render(
+            "vtt",
+            self.cues,
+            lang=lang,
+            dual_with=dual_with,
+            style=self.style,
+            language=self.language,
+        )
+        path = _revision(self.folder) / "preview.vtt"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+def view_choices(targets: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The subtitle tracks the preview can switch between."""
+    return [
+        ("Original", SOURCE_VIEW),
+        *((language_name(lang), lang) for lang in targets),
+        *((f"Dual: original + {language_name(lang)}", _DUAL_PREFIX + lang) for lang in targets),
+    ]
+
+
+def _view_langs(view: str) -> tuple[str | None, str | None]:
+    if view.startswith(_DUAL_PREFIX):
+        return None, view.removeprefix(_DUAL_PREFIX)
+    return (None if view == SOURCE_VIEW else view), None
+
+
+def _revision(folder: Path) -> Path:
+    out = folder / uuid.uuid4().hex[:12]
+    out.mkdir(parents=True)
+    return out
+
+
+class Workspace:
+    """A temporary folder per job, under one root for the app."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="subtide-ui-"))
+        # Also runs at interpreter exit, so a stopped app leaves no files behind.
+        weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
+
+    def new_job(self) -> Path:
+        return _revision(self.root)
+
+    @staticmethod
+    def discard(subtitles: Subtitles | None) -> None:
+        """Removes a job's files once its session ends or a new job replaces it."""
+        if subtitles is not None:
+            shutil.rmtree(subtitles.folder, ignore_errors=True)
