@@ -63,7 +63,8 @@ def build(
     defaults = defaults or UiDefaults()
     workspace = Workspace()
     handlers = Handlers(backend_factory(), fetch_preview, workspace)
-    with _Blocks(title="Subtide", delete_cache=(3600, 86400)) as blocks:
+    # No analytics: the app works offline and reports nothing to anyone.
+    with _Blocks(title="Subtide", delete_cache=(3600, 86400), analytics_enabled=False) as blocks:
         gr.Markdown("# Subtide\nTurn any video into timed, readable, translated subtitles.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=340):
