@@ -79,6 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     ui.add_argument("--open", action="store_true", help="open the browser")
     ui.set_defaults(func=_ui)
 
+    serve = commands.add_parser(
+        "serve",
+        help="the HTTP API and the app on one port (RunPod pod / load balancer)",
+        description=_SERVE_HELP,
+    )
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default all)")
+    serve.add_argument("--port", type=int, help="port (default: PORT, 5001)")
+    serve.set_defaults(func=_serve)
+
     translate = commands.add_parser(
         "translate",
         parents=shared,
@@ -137,6 +146,10 @@ after the video title (or the file name). Runs offline on the bundled model by d
 
 _UI_HELP = """Start the Subtide app: paste a link or drop a file, watch the subtitles appear over
 the video, fix a line, download SRT/VTT/ASS/TXT/JSON. Runs offline on the bundled model."""
+
+_SERVE_HELP = """Serve the HTTP API (/api/jobs with SSE events, /ping, /health, and the earlier
+Subtide routes /api/process and /api/stream) with the app at /. Settings come from the
+environment: PORT, PORT_HEALTH, SUBTIDE_AUTH_TOKEN, ENGINE_CONCURRENCY, ... (see README)."""
 
 _TRANSLATE_HELP = """Translate each subtitle FILE into the --to languages. Every cue keeps its
 exact timing; the output is named FILE.LANG.srt (or .vtt) in the output folder."""
@@ -208,6 +221,20 @@ def _ui(args: argparse.Namespace) -> int:
         auth=args.auth,
         open_browser=args.open,
     )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from app.config import Settings
+    from app.server import serve
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(f"bad setting: {_first_error(exc)}")
+    serve(settings, host=args.host, port=args.port)
     return 0
 
 

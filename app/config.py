@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     enable_diarization: bool = True
     hf_token: str | None = Field(default=None, repr=False)
     diarization_pipeline: str = "pyannote/speaker-diarization-community-1"
+    # The HTTP server (`subtide serve`, the RunPod pod / load balancer role).
+    port: int = Field(default=5001, ge=1, le=65535)
+    port_health: int | None = Field(default=None, ge=1, le=65535)
+    subtide_auth_token: str | None = Field(default=None, repr=False)
+    engine_concurrency: int = Field(default=1, ge=1, le=16)
+    max_upload_mb: float = Field(default=2000, gt=0)
+    rate_limit_per_minute: int = Field(default=30, ge=0)
+    sse_heartbeat_seconds: float = Field(default=15, gt=0)
+    keep_jobs: int = Field(default=100, ge=1)
+    platform: str | None = None
 
     def engine_options(self, *, serves_others: bool) -> EngineOptions:
         allow_private = self.subtide_allow_private_urls

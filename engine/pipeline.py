@@ -140,7 +140,7 @@ class Engine:
         device, compute_type = pick_device(self.options.device, self.options.compute_type)
         return Health(
             ok=True,
-            version=_version(),
+            version=engine_version(),
             device=f"{device} ({compute_type})",
             model=self.options.whisper_model,
         )
@@ -556,7 +556,7 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-def _version() -> str:
+def engine_version() -> str:
     try:
         return metadata.version("subtide")
     except metadata.PackageNotFoundError:

@@ -1,0 +1,118 @@
+"""The RunPod serverless queue worker: one JobSpec in, the engine's Events streamed out.
+
+Run it as a script (`python runpod/handler.py`); RunPod's worker loop calls `handler` once per
+job. Every Event goes to `/stream/{id}` as it comes and, aggregated, to `/status/{id}`; an `error`
+Event also ends the job as FAILED with its message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import sys
+import wave
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+# Run as a script, Python puts this folder, which is named `runpod`, first on sys.path, where it
+# would shadow the RunPod SDK (`import runpod` would find this folder). Drop it, and add the repo
+# root so `engine` and `app` import without an installed package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+# The SDK; ruff would file it as first-party because of this folder's name.
+import runpod  # noqa: E402
+
+# isort: split
+from pydantic import ValidationError  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from engine.pipeline import Engine  # noqa: E402
+from engine.protocol import ErrorEvent, JobSpec, Source, SubtideError  # noqa: E402
+
+log = logging.getLogger("subtide.runpod")
+
+Handler = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
+
+
+def read_spec(job_input: object) -> JobSpec:
+    """The job's input as a JobSpec, or a `bad_input` SubtideError naming the bad field."""
+    try:
+        spec = JobSpec.model_validate(job_input)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise SubtideError(
+            "bad_input",
+            f"Invalid job input: {problems}",
+            "send {'input': {...}} with the fields of a Subtide JobSpec",
+        ) from exc
+    if spec.source.path:
+        raise SubtideError(
+            "bad_input",
+            "Invalid job input: source.path: a worker cannot read your files",
+            "send source.url or source.audio_b64 on serverless",
+        )
+    return spec
+
+
+def make_handler(engine: Engine) -> Handler:
+    def handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        try:
+            spec = read_spec(job.get("input"))
+        except SubtideError as exc:
+            yield exc.to_event().model_dump(mode="json")
+            # A chunk with an `error` key is how the SDK marks a generator's job FAILED.
+            yield {"error": exc.message}
+            return
+        events = engine.run(spec)
+        last = None
+        try:
+            for last in events:
+                yield last.model_dump(mode="json")
+        except GeneratorExit:
+            # RunPod stopped the job (cancel or execution timeout) and the SDK dropped this
+            # generator. Let the engine stop on its own terms, so nothing of this job is still
+            # running when the next one starts.
+            log.info("job %s stopped by RunPod; cancelling the engine", job.get("id"))
+            engine.cancel()
+            for _ in events:
+                pass
+            raise
+        if isinstance(last, ErrorEvent):
+            yield {"error": last.message}
+
+    return handler
+
+
+def _silence_b64(seconds: float = 1.0, rate: int = 16_000) -> str:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * int(seconds * rate))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def warm(engine: Engine) -> None:
+    """Load the model before the first job, by running one second of silence through it."""
+    for event in engine.run(JobSpec(source=Source(audio_b64=_silence_b64()), formats=[])):
+        if isinstance(event, ErrorEvent):
+            log.warning("warm-up: %s", event.message)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    engine = Engine(Settings().engine_options(serves_others=True))
+    warm(engine)
+    runpod.serverless.start({"handler": make_handler(engine), "return_aggregate_stream": True})
+
+
+if __name__ == "__main__":
+    main()
