@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from app.config import Settings
     from engine.protocol import Backend, Event, JobSpec, ResultEvent, Source
 
@@ -389,13 +391,10 @@ def _follow(events: Iterator[Event], label: str, *, quiet: bool) -> ResultEvent 
     return None
 
 
-def _first_error(exc: Exception) -> str:
-    errors = getattr(exc, "errors", lambda: [])()
-    if not errors:
-        return str(exc)
-    first = errors[0]
-    where = ".".join(str(p) for p in first.get("loc", ()))
-    return f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+def _first_error(exc: ValidationError) -> str:
+    from engine.protocol import validation_problems
+
+    return validation_problems(exc)[0]
 
 
 def _fail(message: str) -> int:

@@ -7,21 +7,16 @@ Every job's Events are kept, so an SSE stream that drops resumes from `Last-Even
 
 from __future__ import annotations
 
-import array
 import asyncio
-import base64
 import hmac
-import io
 import json
 import logging
-import random
 import re
 import shutil
 import subprocess
 import threading
 import time
 import uuid
-import wave
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -37,7 +32,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from engine import media
 from engine.files import write_atomic
-from engine.pipeline import engine_version
+from engine.pipeline import Engine, engine_version
 from engine.protocol import (
     Backend,
     Cue,
@@ -50,6 +45,7 @@ from engine.protocol import (
     ResultEvent,
     Source,
     SubtideError,
+    validation_problems,
 )
 
 if TYPE_CHECKING:
@@ -125,13 +121,10 @@ def _bad_request(exc: SubtideError) -> ApiError:
 
 
 def _validation_message(exc: ValidationError | RequestValidationError) -> str:
-    """The first problem, by field; the input itself is never echoed (it may hold a key)."""
-    errors = exc.errors()
-    first = errors[0] if errors else {}
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-    message = str(first.get("msg", "invalid request"))
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {message}{more}" if where else f"{message}{more}"
+    """The first problem, by field, and how many more there are."""
+    problems = validation_problems(exc) or ["invalid request"]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
 
 
 def _parse_spec(data: bytes | dict[str, Any]) -> JobSpec:
@@ -364,12 +357,12 @@ class Readiness:
     gpu: str | None = None
 
 
-def _load(readiness: Readiness, factory: Callable[[], Backend], count: int, jobs: JobQueue) -> None:
+def _load(readiness: Readiness, factory: Callable[[], Engine], count: int, jobs: JobQueue) -> None:
     """Builds the engines and loads their models before /ping says ready."""
     try:
         engines = [factory() for _ in range(count)]
         for engine in engines:
-            _warm(engine)
+            engine.warm()
         readiness.gpu = _gpu_name()
         jobs.start(engines)
         readiness.state = "ready"
@@ -384,27 +377,6 @@ def _load(readiness: Readiness, factory: Callable[[], Backend], count: int, jobs
                 hint="The operator should check the server log.",
             )
         )
-
-
-def _warm(engine: Backend) -> None:
-    """Runs one second of near-silence through the engine, which loads the Whisper model."""
-    job = JobSpec(source=Source(audio_b64=_quiet_wav_b64(), title="warm-up"), formats=["json"])
-    for event in engine.run(job):
-        if isinstance(event, ErrorEvent):
-            raise RuntimeError(f"warm-up failed: {event.message}")
-
-
-def _quiet_wav_b64() -> str:
-    # Random, inaudible noise: a fresh transcript-cache key every start, so a cached transcript
-    # can never skip the model load this is for.
-    samples = array.array("h", (random.randint(-2, 2) for _ in range(16000)))
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(samples.tobytes())
-    return base64.b64encode(out.getvalue()).decode()
 
 
 def _gpu_name() -> str | None:
@@ -512,7 +484,7 @@ def _too_large(limit: int) -> ApiError:
 def create_app(
     settings: Settings,
     *,
-    engine_factory: Callable[[], Backend] | None = None,
+    engine_factory: Callable[[], Engine] | None = None,
     mount_ui: bool = True,
     server_options: ServerOptions | None = None,
 ) -> FastAPI:
@@ -554,7 +526,7 @@ def create_app(
     return app
 
 
-def _engine_factory(options: EngineOptions) -> Callable[[], Backend]:
+def _engine_factory(options: EngineOptions) -> Callable[[], Engine]:
     def build() -> Backend:
         from engine.pipeline import Engine
 

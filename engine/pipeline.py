@@ -136,6 +136,10 @@ class Engine:
     def cancel(self) -> None:
         self._cancel.set()
 
+    def warm(self) -> None:
+        """Loads the default Whisper model now, so the first job does not wait for it."""
+        self._load(resolve_model(self.options.whisper_model, self.options.cache_dir / "models"))
+
     def health(self) -> Health:
         device, compute_type = pick_device(self.options.device, self.options.compute_type)
         return Health(

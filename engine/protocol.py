@@ -9,7 +9,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 Stage = Literal["queued", "download", "decode", "transcribe", "diarize", "translate", "finalize"]
 ErrorCode = Literal[
@@ -170,6 +177,16 @@ def parse_event(data: str | bytes | dict) -> Event:
     if isinstance(data, dict):
         return EVENT_ADAPTER.validate_python(data)
     return EVENT_ADAPTER.validate_json(data)
+
+
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem of a validation error as "field.path: message". The input itself is never
+    echoed: it may hold an API key. ("body" is the request body in FastAPI's locations.)"""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+        problems.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return problems
 
 
 class SubtideError(Exception):

@@ -7,11 +7,8 @@ Event also ends the job as FAILED with its message.
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import sys
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,12 @@ from pydantic import ValidationError  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
-from engine.protocol import ErrorEvent, JobSpec, Source, SubtideError  # noqa: E402
+from engine.protocol import (  # noqa: E402
+    ErrorEvent,
+    JobSpec,
+    SubtideError,
+    validation_problems,
+)
 
 log = logging.getLogger("subtide.runpod")
 
@@ -43,10 +45,7 @@ def read_spec(job_input: object) -> JobSpec:
     try:
         spec = JobSpec.model_validate(job_input)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc))
         raise SubtideError(
             "bad_input",
             f"Invalid job input: {problems}",
@@ -90,27 +89,14 @@ def make_handler(engine: Engine) -> Handler:
     return handler
 
 
-def _silence_b64(seconds: float = 1.0, rate: int = 16_000) -> str:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\0\0" * int(seconds * rate))
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def warm(engine: Engine) -> None:
-    """Load the model before the first job, by running one second of silence through it."""
-    for event in engine.run(JobSpec(source=Source(audio_b64=_silence_b64()), formats=[])):
-        if isinstance(event, ErrorEvent):
-            log.warning("warm-up: %s", event.message)
-
-
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     engine = Engine(Settings().engine_options(serves_others=True))
-    warm(engine)
+    try:
+        engine.warm()  # once per worker, before the first job
+    except SubtideError as exc:
+        # Jobs then report the problem themselves, with its hint.
+        log.warning("warm-up: %s", exc.message)
     runpod.serverless.start({"handler": make_handler(engine), "return_aggregate_stream": True})
 
 

@@ -10,7 +10,15 @@ from typing import Literal
 from pydantic import ValidationError
 
 from engine.formats import SUBTITLE_SUFFIXES
-from engine.protocol import DiarizeMode, JobSpec, Source, Style, SubtideError, TranslationConfig
+from engine.protocol import (
+    DiarizeMode,
+    JobSpec,
+    Source,
+    Style,
+    SubtideError,
+    TranslationConfig,
+    validation_problems,
+)
 from engine.translate import language_name, parse_glossary
 
 # Languages Whisper can transcribe and that many people subtitle into; codes are what the
@@ -127,9 +135,7 @@ class Form:
                 ),
             )
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            raise SubtideError("bad_input", f"{where}: {first['msg']}") from None
+            raise SubtideError("bad_input", validation_problems(exc)[0]) from None
 
     def _translation(self) -> TranslationConfig | None:
         fields = {
