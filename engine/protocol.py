@@ -26,6 +26,8 @@ ErrorCode = Literal[
     "model_unavailable",
     "translation_failed",
     "auth",
+    # A remote backend (RunPod, a pod, a server) could not be reached or refused the request.
+    "backend_unavailable",
     "cancelled",
     "internal",
 ]
