@@ -1,1 +1,10 @@
-"""Clients for remote Subtide backends (RunPod serverless, pods, self-hosted servers)."""
+"""Clients for remote Subtide backends (RunPod serverless, pods, self-hosted servers).
+
+`connect(url, key)` gives the Backend for a URL; `check(url, key)` says what it is and whether
+it answers. Only engine.protocol is imported from the engine, so this works without a model.
+"""
+
+from cloud.connect import Check, check, connect
+from cloud.detect import Kind, Target, detect
+
+__all__ = ["Check", "Kind", "Target", "check", "connect", "detect"]
