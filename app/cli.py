@@ -12,7 +12,15 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from app.config import Settings
-    from engine.protocol import Backend, Event, JobSpec, ResultEvent, Source
+    from engine.protocol import (
+        Backend,
+        Event,
+        JobSpec,
+        RenderedFile,
+        ResultEvent,
+        Source,
+        SubtideError,
+    )
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
 SUBTITLE_INPUTS = (".srt", ".vtt")
@@ -69,6 +77,25 @@ def _parser() -> argparse.ArgumentParser:
     speakers.add_argument(
         "--speaker-labels", action="store_true", help="show [SPEAKER] labels in SRT/VTT/TXT"
     )
+    remote = run.add_argument_group("remote backend (a GPU elsewhere)")
+    remote.add_argument(
+        "--backend",
+        metavar="URL",
+        help="run on a RunPod serverless endpoint (https://api.runpod.ai/v2/ID), a pod "
+        "(https://POD-5001.proxy.runpod.net) or a Subtide server (default: SUBTIDE_BACKEND)",
+    )
+    remote.add_argument(
+        "--key",
+        help="the backend's key: a RunPod API key or the server's SUBTIDE_AUTH_TOKEN "
+        "(default: SUBTIDE_BACKEND_KEY, which keeps it out of ps)",
+    )
+    remote.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=4,
+        help="sources run at once on a remote backend (default 4); locally one at a time",
+    )
     run.set_defaults(func=_run, translate_only=False)
 
     ui = commands.add_parser(
@@ -101,6 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     translate.set_defaults(
         func=_run,
         translate_only=True,
+        backend=None,
+        key=None,
+        jobs=1,
         model=None,
         max_chars=None,
         diarize="off",
@@ -110,6 +140,15 @@ def _parser() -> argparse.ArgumentParser:
         speaker_names={},
         speaker_labels=False,
     )
+    check = commands.add_parser(
+        "check",
+        help="say what a backend URL is and whether it answers",
+        description="Detect the kind of backend at URL (RunPod serverless, load balancer, pod, "
+        "or a Subtide server), then ask it for its health, GPU and model.",
+    )
+    check.add_argument("url", nargs="?", metavar="URL", help="default: SUBTIDE_BACKEND")
+    check.add_argument("--key", help="the backend's key (default: SUBTIDE_BACKEND_KEY)")
+    check.set_defaults(func=_check)
     return parser
 
 
@@ -262,7 +301,6 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from app.config import Settings
-    from engine.pipeline import Engine
     from engine.protocol import SubtideError
 
     if args.translate_only and not args.to:
@@ -270,30 +308,88 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
         glossary = _glossary(args.glossary)
+        factory, parallel = _backend_factory(args, settings)
     except ValidationError as exc:
         return _fail(f"bad setting: {_first_error(exc)}")
     except SubtideError as exc:
-        return _fail(exc.message)
+        return _fail(_said(exc))
+    jobs, failures = [], 0
+    for given in args.sources:
+        for source in _expand(given, args, settings):
+            try:
+                jobs.append(_job(args, source, glossary, settings))
+            except ValidationError as exc:
+                failures += _fail(f"{source}: {_first_error(exc)}")
+            except SubtideError as exc:
+                failures += _fail(f"{source}: {exc.message}")
+    try:
+        failures += _run_all(jobs, factory, parallel, args)
+    except KeyboardInterrupt:
+        print("subtide: cancelled", file=sys.stderr)
+        return 130
+    return 1 if failures else 0
+
+
+def _backend_factory(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[Callable[[], Backend], int]:
+    """Makes the Backend for each job, and says how many jobs may run at once on it."""
+    url = args.backend or settings.subtide_backend
+    if url:
+        import cloud
+
+        key = args.key or settings.subtide_backend_key
+        cloud.detect(url)  # a bad URL fails here, once, with its advice
+        # A client per job: each follows and cancels its own remote job.
+        return (lambda: cloud.connect(url, key)), max(1, args.jobs)
+    from engine.pipeline import Engine
+
     options = settings.engine_options(serves_others=False)
     options.use_cache = not args.no_cache
     engine = Engine(options)
-    failures = 0
-    for source in args.sources:
+    # One model on this machine: jobs take turns.
+    return (lambda: engine), 1
+
+
+def _expand(source: str, args: argparse.Namespace, settings: Settings) -> list[str]:
+    """The source, or the videos of a playlist link."""
+    if args.translate_only or "://" not in source:
+        return [source]
+    from engine import media
+    from engine.protocol import SubtideError
+
+    allow_private = settings.subtide_allow_private_urls is not False
+    try:
+        entries = media.playlist_entries(source, allow_private=allow_private)
+    except SubtideError:
+        # The job fetches the link again and reports the problem in its turn.
+        return [source]
+    return [entry.url for entry in entries]
+
+
+def _run_all(
+    jobs: list[JobSpec], factory: Callable[[], Backend], parallel: int, args: argparse.Namespace
+) -> int:
+    """Runs the jobs, `parallel` at a time, and writes their files; returns the failures."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    started: list[Backend] = []
+
+    def one(job: JobSpec) -> int:
+        backend = factory()
+        started.append(backend)
+        return _run_one(backend, job, args, board, source_files=not args.translate_only)
+
+    with _Board(quiet=args.quiet) as board, ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(one, job) for job in jobs]
         try:
-            job = _job(args, source, glossary, settings)
-        except ValidationError as exc:
-            failures += _fail(f"{source}: {_first_error(exc)}")
-            continue
-        except SubtideError as exc:
-            failures += _fail(f"{source}: {exc.message}")
-            continue
-        try:
-            failures += _run_one(engine, job, args, source_files=not args.translate_only)
+            return sum(future.result() for future in futures)
         except KeyboardInterrupt:
-            engine.cancel()
-            print("subtide: cancelled", file=sys.stderr)
-            return 130
-    return 1 if failures else 0
+            for future in futures:
+                future.cancel()
+            for backend in started:
+                backend.cancel()
+            raise
 
 
 def _job(args: argparse.Namespace, source: str, glossary: dict, settings: Settings) -> JobSpec:
@@ -340,55 +436,117 @@ def _source(text: str) -> Source:
     return Source(url=text) if "://" in text else Source(path=text)
 
 
-def _run_one(engine: Backend, job: JobSpec, args: argparse.Namespace, *, source_files: bool) -> int:
+def _run_one(
+    backend: Backend, job: JobSpec, args: argparse.Namespace, board: _Board, *, source_files: bool
+) -> int:
     """Runs one job to its end and writes its files; returns 1 on failure, 0 on success."""
     from engine.files import write_atomic
 
-    result = _follow(engine.run(job), job.source.label, quiet=args.quiet)
+    result = board.follow(backend.run(job), job.source.label)
     if result is None:
         return 1
     # `translate` writes only the new languages: the input file is the source-language one.
-    files = [f for f in result.files if source_files or f.lang != result.language]
+    files = [f for f in _files(job, result) if source_files or f.lang != result.language]
     try:
         args.output.mkdir(parents=True, exist_ok=True)
         for file in files:
             path = args.output / file.filename
             write_atomic(path, file.content)
-            print(path)
+            print(path, flush=True)
     except OSError as exc:
-        return _fail(f"could not write to {args.output}: {exc.strerror or exc}")
+        return board.fail(f"could not write to {args.output}: {exc.strerror or exc}")
     return 0
 
 
-def _follow(events: Iterator[Event], label: str, *, quiet: bool) -> ResultEvent | None:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+def _files(job: JobSpec, result: ResultEvent) -> list[RenderedFile]:
+    """The job's files, rendered here from the result's cues: a remote backend that ran the job
+    in parts sends cues only, and every backend's files then look the same."""
+    from engine.formats import file_stem, render_files
+    from engine.translate import same_language
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TimeRemainingColumn(),
+    return render_files(
+        result.cues,
+        job.formats,
+        stem=file_stem(job.source, result.title),
+        language=result.language,
+        target_langs=[t for t in job.target_langs if not same_language(t, result.language)],
+        style=job.style,
+        title=result.title,
+        duration=result.duration,
     )
-    # Progress goes to stderr, and only to a terminal: stdout lists the files written, for
-    # scripts to read.
-    console = Console(stderr=True)
-    shown = not quiet and console.is_terminal
-    with Progress(*columns, transient=True, disable=not shown, console=console) as bar:
-        task = bar.add_task(label, total=100)
-        for event in events:
-            if event.type == "progress":
-                text = f"{label}: {event.message or event.stage}"
-                bar.update(task, completed=event.percent, description=text[:70])
-            elif event.type == "result":
-                return event
-            elif event.type == "error":
-                bar.stop()
-                hint = f" ({event.hint})" if event.hint else ""
-                _fail(f"{label}: {event.message}{hint}")
-                return None
-    _fail(f"{label}: the job ended without a result")
-    return None
+
+
+class _Board:
+    """One progress bar per running job, on stderr and only on a terminal: stdout lists the
+    files written, for scripts to read."""
+
+    def __init__(self, *, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeRemainingColumn(),
+            transient=True,
+            disable=quiet or not self.console.is_terminal,
+            console=self.console,
+        )
+
+    def __enter__(self) -> _Board:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def follow(self, events: Iterator[Event], label: str) -> ResultEvent | None:
+        task = self.progress.add_task(label, total=100)
+        try:
+            for event in events:
+                if event.type == "progress":
+                    text = f"{label}: {event.message or event.stage}"
+                    self.progress.update(task, completed=event.percent, description=text[:70])
+                elif event.type == "result":
+                    return event
+                elif event.type == "error":
+                    hint = f" ({event.hint})" if event.hint else ""
+                    self.fail(f"{label}: {event.message}{hint}")
+                    return None
+        finally:
+            self.progress.remove_task(task)
+        self.fail(f"{label}: the job ended without a result")
+        return None
+
+    def fail(self, message: str) -> int:
+        # Through the bar's console, so a message never tears a bar another job is drawing.
+        self.console.print(f"subtide: {message}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    import cloud
+    from app.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        return _fail(f"bad setting: {_first_error(exc)}")
+    url = args.url or settings.subtide_backend
+    if not url:
+        return _fail("name a backend URL, e.g. subtide check https://api.runpod.ai/v2/ENDPOINT_ID")
+    report = cloud.check(url, args.key or settings.subtide_backend_key)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
+
+
+def _said(exc: SubtideError) -> str:
+    return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(default=15, gt=0)
     keep_jobs: int = Field(default=100, ge=1)
     platform: str | None = None
+    # A remote backend for `subtide run` and the app: a RunPod endpoint or pod, or a server.
+    subtide_backend: str | None = None
+    subtide_backend_key: str | None = Field(default=None, repr=False)
 
     def engine_options(self, *, serves_others: bool) -> EngineOptions:
         allow_private = self.subtide_allow_private_urls

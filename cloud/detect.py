@@ -21,6 +21,8 @@ SUBTIDE_PORT = 5001
 # A RunPod id: lower-case letters and digits (endpoint and pod ids look alike).
 _ID = r"[a-z0-9]{4,40}"
 _SERVERLESS_PATH = re.compile(rf"/v2/(?P<id>{_ID})")
+# The same queue API behind another host: a gateway of one's own, or a stand-in in tests.
+_QUEUE_PATH = re.compile(r"(?P<prefix>(/[^/]+)*)/v2/(?P<id>[A-Za-z0-9_-]+)")
 _PROXY_HOST = re.compile(rf"(?P<pod>{_ID})-(?P<port>\d{{2,5}})\.proxy\.runpod\.net")
 _LB_HOST = re.compile(rf"(?P<id>{_ID})\.api\.runpod\.ai")
 # Routes people paste along with the base URL: RunPod's queue routes, our own and the earlier
@@ -198,6 +200,14 @@ def _console(path: str) -> Target:
 
 
 def _self_hosted(scheme: str, netloc: str, path: str) -> Target:
+    queue_path = _SERVERLESS_TAIL.sub("", path)
+    if match := _QUEUE_PATH.fullmatch(queue_path):
+        return Target(
+            Kind.SERVERLESS,
+            f"{scheme}://{netloc}{queue_path}",
+            f"{netloc}{queue_path} has the path of RunPod's queue API (/v2/ENDPOINT_ID)",
+            id=match["id"],
+        )
     path = _HTTP_TAIL.sub("", path)
     url = f"{scheme}://{netloc}{path}"
     return Target(Kind.HTTP, url, f"{netloc} is not a RunPod address: a Subtide HTTP server")

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.protocol import Cue, Format, RenderedFile, Style, SubtideError
+from engine.protocol import Cue, Format, RenderedFile, Source, Style, SubtideError
 
 # Never mutated; a module constant keeps `Style()` out of the signatures' default expressions.
 _DEFAULT_STYLE = Style()
@@ -210,6 +210,15 @@ def read_json(text: str) -> list[Cue]:
             "this JSON file is not a Subtide export",
             hint="Export the subtitles from Subtide again as JSON.",
         ) from None
+
+
+def file_stem(source: Source, title: str | None) -> str:
+    """The name a job's files get: the video title, else the file's name."""
+    if title:
+        return safe_stem(title)
+    if source.path:
+        return safe_stem(Path(source.path).stem)
+    return "subtitles"
 
 
 def safe_stem(title: str) -> str:

@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from engine.files import write_atomic
@@ -499,3 +499,74 @@ def _last_line(stderr: bytes, path: Path) -> str:
     for shown in (f"file:{path.resolve()}", str(path.resolve()), str(path)):
         line = line.replace(shown, path.name)
     return line.removeprefix(f"{path.name}: ")
+
+
+# --- Playlists ---------------------------------------------------------------------------------
+
+# Links to media files: never a playlist, so they need no extraction to find out.
+_MEDIA_SUFFIXES = frozenset(
+    [
+        ".mp4",
+        ".mkv",
+        ".webm",
+        ".mov",
+        ".avi",
+        ".m4v",
+        ".mp3",
+        ".m4a",
+        ".aac",
+        ".wav",
+        ".flac",
+        ".ogg",
+        ".opus",
+        ".wma",
+    ]
+)
+
+
+class PlaylistEntry(NamedTuple):
+    url: str
+    title: str | None
+
+
+def playlist_entries(
+    url: str, *, allow_private: bool, socket_timeout: float = 30
+) -> list[PlaylistEntry]:
+    """The videos a playlist link (or a page with several videos) lists, in order; the link
+    itself when it is one video. Only the list is fetched, not the videos."""
+    import yt_dlp
+
+    url = url.strip()
+    check_url(url, allow_private=allow_private)
+    if Path(urlsplit(url).path).suffix.lower() in _MEDIA_SUFFIXES:
+        return [PlaylistEntry(url, None)]
+    messages = _Messages()
+    params = {
+        "extract_flat": "in_playlist",
+        "quiet": True,
+        "no_warnings": True,
+        "logger": messages,
+        "cachedir": False,
+        "socket_timeout": socket_timeout,
+        "extractor_retries": 1,
+    }
+    try:
+        with _guarded_downloader(params, allow_private) as ydl:
+            info = ydl.extract_info(url, download=False)
+    except yt_dlp.utils.YoutubeDLError as error:
+        text = messages.errors[0] if messages.errors else str(error)
+        raise _download_error(error, text, url, socket_timeout, Path.cwd()) from None
+    if info.get("_type") != "playlist":
+        return [PlaylistEntry(url, info.get("title"))]
+    return [entry for item in info.get("entries") or [] if (entry := _entry(item, url))]
+
+
+def _entry(item: dict[str, Any] | None, page: str) -> PlaylistEntry | None:
+    if not item:
+        return None
+    # A flat entry links to its video; a video embedded in the page (html5 <video>) has only
+    # its media, under the page's own address.
+    link = item.get("url")
+    if not link and item.get("formats"):
+        link = item["formats"][-1].get("url")
+    return PlaylistEntry(link, item.get("title")) if link and link != page else None

@@ -28,7 +28,7 @@ from engine.asr import (
 from engine.cache import Cache, CacheLimits
 from engine.cues import CueBuilder
 from engine.diarize import Diarizer, SpeakerTrack, Turn
-from engine.formats import SUBTITLE_SUFFIXES, read_subtitles, render_files, safe_stem
+from engine.formats import SUBTITLE_SUFFIXES, file_stem, read_subtitles, render_files
 from engine.hallucination import HallucinationFilter
 from engine.protocol import (
     Cue,
@@ -229,7 +229,7 @@ class Engine:
         files = render_files(
             cues,
             job.formats,
-            stem=_stem(job.source, title),
+            stem=file_stem(job.source, title),
             language=language,
             target_langs=translations.targets,
             style=job.style,
@@ -545,14 +545,6 @@ def _clamp(cue: Cue, duration: float) -> Cue:
     if cue.end <= duration or cue.start >= duration:
         return cue
     return cue.model_copy(update={"end": duration})
-
-
-def _stem(source: Source, title: str | None) -> str:
-    if title:
-        return safe_stem(title)
-    if source.path:
-        return safe_stem(Path(source.path).stem)
-    return "subtitles"
 
 
 def _clock(seconds: float) -> str:

@@ -39,6 +39,13 @@ CASES = [
         "https://k2x7q9m4w1p0-8888.proxy.runpod.net",
         "Jupyter",
     ),
+    # RunPod's queue API behind another host (a gateway, a stand-in).
+    (
+        "http://127.0.0.1:8080/v2/ep-test/run",
+        Kind.SERVERLESS,
+        "http://127.0.0.1:8080/v2/ep-test",
+        None,
+    ),
     ("http://localhost:5001", Kind.HTTP, "http://localhost:5001", None),
     ("localhost:5001/", Kind.HTTP, "http://localhost:5001", None),
     ("http://192.168.1.20:5001/api/process", Kind.HTTP, "http://192.168.1.20:5001", None),
