@@ -233,9 +233,11 @@ def _credentials(value: str) -> tuple[str, str]:
 def _ui(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    import cloud
     from app.config import Settings
     from engine.pipeline import Engine
     from ui.app import UiDefaults, build, launch
+    from ui.remote import Remote
 
     try:
         settings = Settings()
@@ -249,10 +251,17 @@ def _ui(args: argparse.Namespace) -> int:
         llm_model=settings.server_model,
         llm_configured=bool(settings.server_api_key or settings.server_api_url),
     )
+    remote = Remote(
+        cloud.connect,
+        cloud.check,
+        default_url=settings.subtide_backend,
+        default_key=settings.subtide_backend_key,
+    )
     blocks = build(
         lambda: engine,
         fetch_preview=_preview_fetcher(options.allow_private_urls),
         defaults=defaults,
+        remote=remote,
     )
     launch(
         blocks,

@@ -11,11 +11,13 @@ from engine.protocol import Backend
 from ui.handlers import SCREEN, Handlers, PreviewFetcher
 from ui.options import (
     AUTO,
+    DEFAULT_MODEL,
     SPEAKER_MODES,
     model_choices,
     source_choices,
     target_choices,
 )
+from ui.remote import BACKEND_MODES, LOCAL, REMOTE, Remote
 from ui.session import Workspace
 from ui.status import status_html
 from ui.table import STATIC_COLUMNS, column_widths, headers
@@ -24,6 +26,7 @@ from ui.table import STATIC_COLUMNS, column_widths, headers
 # only keeps the key from sitting there as plain text; a fixed one keeps the saved key
 # readable after the app restarts (a random one per start would forget it).
 _KEY_STORAGE = "subtide-llm-key"
+_BACKEND_STORAGE = "subtide-backend"
 _KEY_SECRET = "subtide-llm-key-v1"
 _UPLOAD_TYPES = ["video", "audio", ".srt", ".vtt"]
 
@@ -58,11 +61,13 @@ def build(
     *,
     fetch_preview: PreviewFetcher | None = None,
     defaults: UiDefaults | None = None,
+    remote: Remote | None = None,
 ) -> gr.Blocks:
-    """The app, on the backend `backend_factory` gives (called once, here)."""
+    """The app, on the backend `backend_factory` gives (called once, here); with `remote`, the
+    user may send jobs to a backend elsewhere instead."""
     defaults = defaults or UiDefaults()
     workspace = Workspace()
-    handlers = Handlers(backend_factory(), fetch_preview, workspace)
+    handlers = Handlers(backend_factory(), fetch_preview, workspace, remote)
     # No analytics: the app works offline and reports nothing to anyone.
     with _Blocks(title="Subtide", delete_cache=(3600, 86400), analytics_enabled=False) as blocks:
         gr.Markdown("# Subtide\nTurn any video into timed, readable, translated subtitles.")
@@ -78,6 +83,8 @@ def build(
                 )
                 error = gr.HTML(visible=False, elem_id="error")
                 form |= _options(defaults)
+                backend = _backend(remote)
+                form |= backend.inputs
             with gr.Column(scale=2, min_width=420):
                 video = gr.Video(
                     label="Preview", interactive=False, visible=False, height=360, elem_id="preview"
@@ -134,7 +141,16 @@ def build(
         view.input(
             handlers.switch_view, inputs=[view, session], outputs=video, show_progress="hidden"
         )
-        _remember_key(form["llm_key"])
+        if backend.check is not None:
+            backend.check.click(
+                handlers.check_backend,
+                inputs=list(backend.inputs.values()),
+                outputs=backend.report,
+                api_name="check_backend",
+            )
+        _remember([form["llm_key"]], _KEY_STORAGE)
+        if remote is not None:
+            _remember(list(backend.inputs.values()), _BACKEND_STORAGE)
     return blocks
 
 
@@ -191,11 +207,12 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
         )
         form["whisper_model"] = gr.Dropdown(
             model_choices(defaults.whisper_model),
-            value=defaults.whisper_model,
+            value=DEFAULT_MODEL,
             allow_custom_value=True,
             label="Whisper model",
-            info="bundled runs offline; bigger models are more accurate, slower, and download "
-            "on first use. A model folder works too.",
+            info="Default: WHISPER_MODEL of the machine that runs the job. bundled runs "
+            "offline; bigger models are more accurate, slower, and download on first use. "
+            "A model folder works too.",
         )
     with gr.Accordion("Speakers", open=False):
         form["speakers"] = gr.Radio(
@@ -258,15 +275,75 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
     return form
 
 
-def _remember_key(key_box: gr.Textbox) -> None:
-    """The API key lives in the browser's local storage; the server never sends it back.
+@dataclass
+class _BackendSection:
+    inputs: dict[str, gr.components.Component]
+    check: gr.Button | None = None
+    report: gr.HTML | None = None
 
-    Both directions run as browser-only events (no Python function), so the key leaves the
+
+def _backend(remote: Remote | None) -> _BackendSection:
+    """Where jobs run: this machine, or a remote backend (URL and key kept in the browser)."""
+    if remote is None:
+        # Served to others (a pod): jobs run here only, and the page offers no choice.
+        inputs = {
+            "backend_mode": gr.State(LOCAL),
+            "backend_url": gr.State(""),
+            "backend_key": gr.State(""),
+        }
+        return _BackendSection(inputs)
+    mode = REMOTE if remote.default_url else LOCAL
+    with gr.Accordion("Backend", open=mode == REMOTE):
+        inputs: dict[str, gr.components.Component] = {}
+        inputs["backend_mode"] = gr.Radio(
+            list(BACKEND_MODES),
+            value=mode,
+            label="Run on",
+            info="A remote GPU: a RunPod serverless endpoint or pod, or a Subtide server.",
+            elem_id="backend-mode",
+        )
+        inputs["backend_url"] = gr.Textbox(
+            value=remote.default_url or "",
+            label="Backend URL",
+            placeholder="https://api.runpod.ai/v2/ENDPOINT_ID or https://POD-5001.proxy.runpod.net",
+            visible=mode == REMOTE,
+            elem_id="backend-url",
+        )
+        inputs["backend_key"] = gr.Textbox(
+            value="",
+            type="password",
+            label="Backend key",
+            info="Your RunPod API key (rpa_…), or the server's SUBTIDE_AUTH_TOKEN. "
+            "Kept in this browser only.",
+            visible=mode == REMOTE,
+            elem_id="backend-key",
+        )
+        check = gr.Button("Check backend", size="sm", elem_id="check-backend")
+        report = gr.HTML(elem_id="backend-report")
+    remote_only = [inputs["backend_url"], inputs["backend_key"]]
+    inputs["backend_mode"].change(
+        lambda chosen: [gr.update(visible=chosen == REMOTE)] * len(remote_only),
+        inputs=inputs["backend_mode"],
+        outputs=remote_only,
+        show_progress="hidden",
+        queue=False,
+    )
+    return _BackendSection(inputs, check, report)
+
+
+def _remember(boxes: list[gr.components.Component], storage_key: str) -> None:
+    """The values of `boxes` live in the browser's local storage; the server never sends them
+    back. Both directions run as browser-only events (no Python function), so a key leaves the
     browser only inside a job."""
-    stored = gr.BrowserState(None, storage_key=_KEY_STORAGE, secret=_KEY_SECRET)
-    # Wrapped in an object: BrowserState skips writing a falsy value, so a cleared box would
-    # otherwise leave the old key behind. Saved on leaving the box, once per edit.
-    key_box.blur(None, inputs=key_box, outputs=stored, js="(key) => ({key})")
+    stored = gr.BrowserState(None, storage_key=storage_key, secret=_KEY_SECRET)
+    # Wrapped in an object: BrowserState skips writing a falsy value, so cleared boxes would
+    # otherwise leave the old values behind. Saved once per edit: on leaving a text box, on
+    # picking a choice.
+    save = "(...values) => ({values})"
+    for box in boxes:
+        event = box.input if isinstance(box, gr.Radio) else box.blur
+        event(None, inputs=boxes, outputs=stored, js=save)
     # Not on page load: the stored value may not be read back yet then. It is read on mount,
     # which fires this change.
-    stored.change(None, inputs=stored, outputs=key_box, js="(stored) => stored?.key ?? ''")
+    restore = "(stored, ...current) => stored?.values ?? current"
+    stored.change(None, inputs=[stored, *boxes], outputs=boxes, js=restore)

@@ -33,6 +33,7 @@ from engine.translate import same_language
 from ui import table as cue_table
 from ui.jobs import JobRunner
 from ui.options import Form, media_kind
+from ui.remote import REMOTE, Remote, local_lines, report_html
 from ui.session import SOURCE_VIEW, Subtitles, Workspace, view_choices
 from ui.status import cancelled_html, done_html, error_html, progress_html, status_html
 from ui.timeline import speaker_timeline
@@ -63,9 +64,15 @@ def screen(**parts: Any) -> list[Any]:
 
 class Handlers:
     def __init__(
-        self, backend: Backend, fetch_preview: PreviewFetcher | None, workspace: Workspace
+        self,
+        local: Backend,
+        fetch_preview: PreviewFetcher | None,
+        workspace: Workspace,
+        remote: Remote | None = None,
     ) -> None:
-        self.runner = JobRunner(backend)
+        self.local = local
+        self.remote = remote
+        self.runner = JobRunner()
         self.fetch_preview = fetch_preview
         self.workspace = workspace
 
@@ -87,6 +94,9 @@ class Handlers:
         max_lines: float,
         dual: bool,
         speaker_labels: bool,
+        backend_mode: str,
+        backend_url: str | None,
+        backend_key: str | None,
         session: Subtitles | None,
         request: gr.Request,
     ) -> Iterator[list[Any]]:
@@ -110,12 +120,33 @@ class Handlers:
         )
         try:
             job = form.job()
+            backend = self._backend(job, backend_mode, backend_url or "", backend_key or "")
         except SubtideError as exc:
             yield _failed(exc.to_event(), 0.0)
             return
         self.workspace.discard(session)
-        run = _Run(self, job, form, self.workspace.new_job(), request.session_hash)
+        run = _Run(self, backend, job, form, self.workspace.new_job(), request.session_hash)
         yield from run.follow()
+
+    def _backend(self, job: JobSpec, mode: str, url: str, key: str) -> Backend:
+        # Translating a subtitle file needs no GPU: the LLM does the work wherever it runs.
+        if mode != REMOTE or self.remote is None or _is_subtitles(job):
+            return self.local
+        if not url.strip():
+            raise SubtideError(
+                "bad_input",
+                "No backend URL.",
+                "Paste the endpoint or pod URL, or pick This machine.",
+            )
+        return self.remote.connect(url, self.remote.key_for(url, key))
+
+    def check_backend(self, mode: str, url: str | None, key: str | None) -> str:
+        """What the chosen backend is and whether it answers, for the "Check backend" button."""
+        if mode != REMOTE or self.remote is None:
+            health = self.local.health()
+            return report_html(health.ok, local_lines(health))
+        report = self.remote.check(url or "", self.remote.key_for(url or "", key or ""))
+        return report_html(report.ok, report.lines())
 
     def edit(self, rows: list[list[Any]], view: str | None, session: Subtitles | None) -> list[Any]:
         """The table was edited: the cues take its text, the preview and downloads follow."""
@@ -140,9 +171,16 @@ class _Run:
     """One job as the page sees it: the form, the events so far, the preview being fetched."""
 
     def __init__(
-        self, handlers: Handlers, job: JobSpec, form: Form, folder: Path, owner: str
+        self,
+        handlers: Handlers,
+        backend: Backend,
+        job: JobSpec,
+        form: Form,
+        folder: Path,
+        owner: str,
     ) -> None:
         self.handlers = handlers
+        self.backend = backend
         self.job = job
         self.form = form
         self.folder = folder
@@ -159,7 +197,7 @@ class _Run:
 
     def follow(self) -> Iterator[list[Any]]:
         yield self._start_screen()
-        events = self.handlers.runner.run(self.job, self.owner, HEARTBEAT_S)
+        events = self.handlers.runner.run(self.backend, self.job, self.owner, HEARTBEAT_S)
         with closing(events):
             try:
                 for event in events:
@@ -269,6 +307,10 @@ def _failed(error: ErrorEvent, percent: float) -> list[Any]:
         progress=status_html("failed", "Stopped", percent, "See the message below."),
         error=gr.HTML(error_html(error.message, error.hint), visible=True),
     )
+
+
+def _is_subtitles(job: JobSpec) -> bool:
+    return bool(job.source.path) and media_kind(job.source.path) == "subtitles"
 
 
 def _video(subtitles: Subtitles, view: str) -> Any:

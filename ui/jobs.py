@@ -1,4 +1,4 @@
-"""Runs one job at a time on the backend, in a thread of its own.
+"""Runs one job at a time on its backend, in a thread of its own.
 
 The page's handler only reads a queue, so it can show a heartbeat while the backend is quiet,
 and a Cancel or a closed tab (Gradio closes the handler) never has to wait for the backend
@@ -23,23 +23,25 @@ STOP_WAIT_S = 30.0
 @dataclass
 class _Job:
     owner: str  # the Gradio session that started it; only that session may cancel it
+    backend: Backend
     events: queue.Queue[Event | None] = field(default_factory=queue.Queue)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
 
 class JobRunner:
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._current: _Job | None = None
 
-    def run(self, job: JobSpec, owner: str, heartbeat: float) -> Iterator[Event | None]:
+    def run(
+        self, backend: Backend, job: JobSpec, owner: str, heartbeat: float
+    ) -> Iterator[Event | None]:
         """The job's events; None every `heartbeat` seconds without one.
 
         Closing the iterator before the job ends cancels the job; so does `cancel`, after which
         the iterator ends with a `cancelled` error without waiting for the backend."""
-        running = self._start(job, owner)
+        running = self._start(backend, job, owner)
         finished = False
         try:
             while not finished:
@@ -67,7 +69,7 @@ class JobRunner:
             return False
         return self._stop(running)
 
-    def _start(self, job: JobSpec, owner: str) -> _Job:
+    def _start(self, backend: Backend, job: JobSpec, owner: str) -> _Job:
         with self._lock:
             previous = self._current
         # The backend runs one job at a time; a cancelled one may still be winding down.
@@ -79,7 +81,7 @@ class JobRunner:
                     "The previous job is still stopping.",
                     hint="Wait a moment, then press Run again.",
                 )
-        running = _Job(owner)
+        running = _Job(owner, backend)
         running.thread = threading.Thread(
             target=self._pump, args=(job, running), name="subtide-job", daemon=True
         )
@@ -92,16 +94,16 @@ class JobRunner:
         if running.stop.is_set() or running.thread is None or not running.thread.is_alive():
             return False
         running.stop.set()
-        self.backend.cancel()
+        running.backend.cancel()
         return True
 
     def _pump(self, job: JobSpec, running: _Job) -> None:
         try:
-            for event in self.backend.run(job):
+            for event in running.backend.run(job):
                 running.events.put(event)
                 # A cancel that came before the backend started its job was cleared by it.
                 if running.stop.is_set():
-                    self.backend.cancel()
+                    running.backend.cancel()
         except Exception:
             # Remote backends can fail in transport; the page gets a message, the log the rest.
             log.exception("the backend failed while running %s", job.source.label)

@@ -65,9 +65,12 @@ def source_choices() -> list[tuple[str, str]]:
     return [("Auto-detect", AUTO), *language_choices(SPOKEN_LANGUAGES)]
 
 
-def model_choices(default: str) -> list[str]:
-    # A configured model outside the list (a folder, say) is still offered first.
-    return list(dict.fromkeys((default, *WHISPER_MODELS)))
+DEFAULT_MODEL = ""  # the backend's own WHISPER_MODEL
+
+
+def model_choices(default: str) -> list[tuple[str, str]]:
+    """The default first: this machine's model here, a remote backend's own setting there."""
+    return [(f"Default ({default} here)", DEFAULT_MODEL), *((m, m) for m in WHISPER_MODELS)]
 
 
 def _label(choice: tuple[str, str]) -> str:
