@@ -184,3 +184,20 @@ def test_speaker_labels_and_names_from_the_command_line(clips, cache_root, tmp_p
 def test_malformed_speaker_names_are_a_usage_error(cache_root):
     done = subtide("run", "x.mp4", "--speaker-names", "Anna", cache=cache_root)
     assert done.returncode == 2 and "LABEL=Name" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_page_with_several_videos_runs_each(clips, cache_root, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    for name in ("first.mp4", "second.mp4"):
+        (site / name).write_bytes(clips.short_mp4.read_bytes())
+    (site / "page.html").write_text(
+        "<html><head><title>Two talks</title></head><body>"
+        '<video src="first.mp4"></video><video src="second.mp4"></video></body></html>'
+    )
+    out = tmp_path / "out"
+    with serve_directory(site) as base:
+        done = subtide("run", f"{base}/page.html", "-o", str(out), cache=cache_root)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["first.srt", "second.srt"]
