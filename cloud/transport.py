@@ -4,7 +4,9 @@ transient failures retried, and HTTP errors turned into errors a user can act on
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any, cast, get_args
 
 import httpx
 
@@ -17,6 +19,13 @@ TRANSIENT = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 522, 524})
 # The request was surely not acted on: safe to repeat even when it is not idempotent.
 NOT_ACCEPTED = frozenset({425, 429, 503})
 MAX_WAIT_S = 30.0
+_ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
+# Codes of a Subtide server's refusals that are not Event codes, as the nearest Event code.
+_SERVER_CODES: dict[str, ErrorCode] = {
+    "too_large": "bad_input",
+    "rate_limited": "backend_unavailable",
+    "unavailable": "backend_unavailable",
+}
 
 
 class BackendError(SubtideError):
@@ -60,15 +69,46 @@ class Transport:
         self.client = httpx.Client(base_url=target.url, headers=headers, timeout=timeout)
 
     def request(
-        self, method: str, path: str, *, idempotent: bool = True, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = True,
+        accept: Collection[int] = (),
+        **kwargs: Any,
     ) -> httpx.Response:
         """The response to a request, retried while the failure is transient; raises a
         BackendError for anything else. A non-idempotent request is repeated only when the
-        backend surely did not act on it."""
+        backend surely did not act on it. Statuses in `accept` come back as they are: the
+        caller knows what they mean there (a 503 from /ping, say)."""
+        return self._send(method, path, idempotent, accept, stream=False, **kwargs)
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """An open streaming response, retried and checked like `request` until its headers
+        arrive. A failure while reading the body is the caller's: only it knows where to
+        resume from."""
+        response = self._send(method, path, True, (), stream=True, **kwargs)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        idempotent: bool,
+        accept: Collection[int],
+        *,
+        stream: bool,
+        **kwargs: Any,
+    ) -> httpx.Response:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                response = self.client.request(method, path, **kwargs)
+                request = self.client.build_request(method, path, **kwargs)
+                response = self.client.send(request, stream=stream)
             except httpx.TransportError as exc:
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 if last or (sent and not idempotent):
@@ -76,12 +116,26 @@ class Transport:
                 self.pause(attempt)
                 continue
             status = response.status_code
+            if status in accept:
+                return response
             retryable = status in (TRANSIENT if idempotent else NOT_ACCEPTED)
             if retryable and not last:
+                response.close()
                 self.pause(attempt, response.headers.get("Retry-After"))
                 continue
-            return self.check(response)
+            return self._checked(response, stream)
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _checked(self, response: httpx.Response, stream: bool) -> httpx.Response:
+        if stream and response.status_code >= 400:
+            # The error's body explains it; a streamed one is read before it is checked.
+            try:
+                response.read()
+            except httpx.TransportError as exc:
+                raise self.unreachable(exc) from None
+            finally:
+                response.close()
+        return self.check(response)
 
     def check(self, response: httpx.Response) -> httpx.Response:
         """`response` when it succeeded; else the BackendError that explains it."""
@@ -94,6 +148,11 @@ class Transport:
             raise AuthError(f"The {where} refused the key ({status}).", self.target.hint(status))
         if status == 404:
             raise NotFoundError(f"Not found at the {where}.", self.target.hint(status))
+        if refusal := _subtide_refusal(response):
+            # A Subtide server said what is wrong (a bad source, a too large upload): its own
+            # words and advice serve the user better than the status.
+            code, message, hint = refusal
+            raise BackendError(message, hint or self.target.hint(status), code=code)
         raise BackendError(
             f"The {where} answered {status}{': ' + said if said else ''}.",
             self.target.hint(status),
@@ -114,6 +173,24 @@ class Transport:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _subtide_refusal(response: httpx.Response) -> tuple[ErrorCode, str, str | None] | None:
+    """(code, message, hint) from a Subtide server's error body, `{"error": {code, message,
+    hint}}`; None for any other body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or not isinstance(error.get("message"), str):
+        return None
+    given = str(error.get("code", ""))
+    code = _SERVER_CODES.get(given) or (
+        cast(ErrorCode, given) if given in _ERROR_CODES else "backend_unavailable"
+    )
+    hint = error.get("hint")
+    return code, error["message"][:300], hint[:300] if isinstance(hint, str) else None
 
 
 def _message_of(response: httpx.Response) -> str:
