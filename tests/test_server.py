@@ -6,49 +6,28 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from app.config import Settings
 from app.server import LegacyRequest, ServerOptions, _legacy_url, create_app
 from engine.pipeline import Engine
+from tests.support.api_server import running
 from tests.support.http_server import serve_directory
 from tests.support.openai_server import FakeOpenAI, serve_openai
 from tests.support.wer import wer
 
 MODEL = "bundled:tiny.en"
 LEGACY_STAGES = {"waiting", "downloading", "whisper", "diarization", "translating", "complete"}
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @dataclass

@@ -4,7 +4,6 @@ answers from a script of statuses."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -12,6 +11,7 @@ import pytest
 
 from cloud.detect import Kind, Target
 from cloud.transport import AuthError, BackendError, NotFoundError, Transport, UnreachableError
+from tests.support.api_server import closed_port
 from tests.support.http_server import serve
 
 
@@ -110,9 +110,6 @@ def test_no_key_sends_no_authorization(script):
 
 
 def test_a_closed_port_is_unreachable():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     with pytest.raises(UnreachableError) as caught:
-        _transport(f"http://127.0.0.1:{port}", Kind.HTTP).request("GET", "/ping")
+        _transport(f"http://127.0.0.1:{closed_port()}", Kind.HTTP).request("GET", "/ping")
     assert "subtide serve" in caught.value.hint
