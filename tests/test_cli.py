@@ -184,3 +184,15 @@ def test_speaker_labels_and_names_from_the_command_line(clips, cache_root, tmp_p
 def test_malformed_speaker_names_are_a_usage_error(cache_root):
     done = subtide("run", "x.mp4", "--speaker-names", "Anna", cache=cache_root)
     assert done.returncode == 2 and "LABEL=Name" in done.stderr
+
+
+def test_force_asr_and_recue_reach_the_job():
+    from app.cli import _job, _parser
+    from app.config import Settings
+
+    args = _parser().parse_args(["run", "https://example.com/v", "--force-asr", "--recue"])
+    job = _job(args, args.sources[0], {}, Settings())
+    assert job.force_asr and job.recue_captions
+    plain = _parser().parse_args(["run", "https://example.com/v"])
+    job = _job(plain, plain.sources[0], {}, Settings())
+    assert not job.force_asr and not job.recue_captions
