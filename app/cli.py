@@ -57,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-l", "--lang", help="spoken language code, e.g. en (default: detect)")
     run.add_argument("--max-chars", type=int, help="characters per line (default 42)")
+    captions = run.add_argument_group("captions a video already has")
+    captions.add_argument(
+        "--force-asr",
+        action="store_true",
+        help="transcribe even when the video carries captions (by default captions made by "
+        "people are used: seconds instead of minutes)",
+    )
+    captions.add_argument(
+        "--recue",
+        action="store_true",
+        help="re-cut the video's captions with the readability rules (default: keep their timing)",
+    )
     speakers = run.add_argument_group("speakers")
     speakers.add_argument(
         "--diarize",
@@ -131,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         backend=None,
         key=None,
         jobs=1,
+        force_asr=False,
+        recue=False,
         model=None,
         max_chars=None,
         diarize="off",
@@ -428,6 +442,8 @@ def _job(args: argparse.Namespace, source: str, glossary: dict, settings: Settin
         speaker_names=args.speaker_names,
         style=style,
         formats=formats,
+        force_asr=args.force_asr,
+        recue_captions=args.recue,
     )
 
 

@@ -16,6 +16,8 @@ from engine.translate import TranslateOptions
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
+    # False: no speech recognition; only a video's own captions and subtitle files are used.
+    enable_whisper: bool = Field(default=True, description="ENABLE_WHISPER")
     whisper_model: str = Field(default="bundled", description="WHISPER_MODEL")
     whisper_device: str = Field(default="auto", description="WHISPER_DEVICE")
     whisper_compute_type: str = Field(default="auto", description="WHISPER_COMPUTE_TYPE")
@@ -57,6 +59,7 @@ class Settings(BaseSettings):
         if allow_private is None:
             allow_private = not serves_others
         return EngineOptions(
+            whisper_enabled=self.enable_whisper,
             whisper_model=self.whisper_model,
             device=self.whisper_device,
             compute_type=self.whisper_compute_type,

@@ -782,6 +782,14 @@ _STATUS_OF_CODE = {
 }
 
 
+# The earlier API's names for where the text came from.
+_LEGACY_SOURCES = {
+    "captions-manual": "youtube_manual",
+    "captions-auto": "youtube_auto",
+    "asr": "whisper",
+}
+
+
 class LegacyRequest(BaseModel):
     # The extension sends more than the server reads; extra keys are not errors here.
     model_config = ConfigDict(extra="ignore")
@@ -790,7 +798,8 @@ class LegacyRequest(BaseModel):
     video_url: str | None = None
     stream_url: str | None = None
     target_lang: str = "en"
-    force_whisper: bool = False  # always Whisper here; accepted for compatibility
+    # Transcribe even when the video has captions (the engine's `force_asr`).
+    force_whisper: bool = False
 
 
 def _legacy_url(body: LegacyRequest) -> str:
@@ -820,7 +829,8 @@ class LegacyStream:
         if isinstance(event, ResultEvent):
             rest = self._subtitles(event.cues)
             translated = any(self._target in c.translations for c in event.cues)
-            result = {"subtitles": [self._item(c) for c in event.cues], "source": "whisper"}
+            source = _LEGACY_SOURCES[event.source]
+            result = {"subtitles": [self._item(c) for c in event.cues], "source": source}
             return [*rest, {"result": {**result, "translated": translated}}]
         return [self.error(event.message, event.code, event.hint)]
 
@@ -902,7 +912,12 @@ def _add_legacy_routes(
             # Refusals keep the earlier shape of each route: a string, or {message, type}.
             body_error = LegacyStream("", False, nested).error(exc.message, exc.code, exc.hint)
             return JSONResponse(body_error, status_code=exc.status, headers=exc.headers)
-        spec = JobSpec(source=Source(url=url), target_langs=[body.target_lang], formats=["json"])
+        spec = JobSpec(
+            source=Source(url=url),
+            target_langs=[body.target_lang],
+            formats=["json"],
+            force_asr=body.force_whisper,
+        )
         return jobs.submit(spec), LegacyStream(body.target_lang, not nested, nested)
 
     @app.post("/api/process", dependencies=limited, response_model=None)

@@ -1,5 +1,7 @@
 """Cues to subtitle files (SRT, VTT, ASS, TXT, JSON) and SRT, VTT, JSON back to cues.
 
+(A video's own caption tracks, with their other formats, are read in `engine.captions`.)
+
 Every text format is rendered from one intermediate `_Entry` per cue, so the choice of language,
 the dual-language layout and the clamping of times are decided once and agree across formats.
 """
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.protocol import Cue, Format, RenderedFile, Source, Style, SubtideError
+from engine.protocol import Cue, Format, RenderedFile, Source, Style, SubtideError, TextSource
 
 # Never mutated; a module constant keeps `Style()` out of the signatures' default expressions.
 _DEFAULT_STYLE = Style()
@@ -90,17 +92,19 @@ def render(
     title: str | None = None,
     language: str | None = None,
     duration: float | None = None,
+    source: TextSource | None = None,
 ) -> str:
     """Render `cues` as one subtitle file.
 
     `lang` picks the text (None: the source; a code: that translation, or the source text where
     it is missing). `dual_with` adds that translation under each cue (SRT, VTT, ASS). `language`
-    is the source language; `title` and `duration` go where the format has room for them.
+    is the source language; `title`, `duration` and `source` (where the text came from) go where
+    the format has room for them.
     """
     if fmt == "json":
         if lang is not None or dual_with is not None:
             raise ValueError("JSON always holds every language; lang and dual_with do not apply")
-        return _render_json(cues, title=title, language=language, duration=duration)
+        return _render_json(cues, title=title, language=language, duration=duration, source=source)
     if dual_with is not None and fmt not in _DUAL_FORMATS:
         raise ValueError(f"dual-language output is for srt, vtt and ass, not {fmt}")
     entries = [_entry(cue, lang, dual_with) for cue in cues]
@@ -125,6 +129,7 @@ def render_files(
     style: Style = _DEFAULT_STYLE,
     title: str | None = None,
     duration: float | None = None,
+    source: TextSource | None = None,
 ) -> list[RenderedFile]:
     """Every file a job asked for: per format the source, each target and, if dual, each pair."""
     plan = _plan_files(formats, stem, language, target_langs, dual=style.dual)
@@ -142,6 +147,7 @@ def render_files(
                 title=title,
                 language=language,
                 duration=duration,
+                source=source,
             ),
         )
         for planned in plan
@@ -157,11 +163,7 @@ def read_subtitles(path: Path) -> list[Cue]:
         raw = path.read_bytes()
     except OSError as exc:
         raise SubtideError("bad_input", f"Cannot read {path.name}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        # Older Windows tools write subtitles in the ANSI code page.
-        text = raw.decode("cp1252", errors="replace")
+    text = decode_text(raw)
     cues = read_vtt(text) if path.suffix.lower() == ".vtt" else read_srt(text)
     if not cues:
         raise SubtideError(
@@ -172,31 +174,58 @@ def read_subtitles(path: Path) -> list[Cue]:
     return cues
 
 
+def decode_text(raw: bytes) -> str:
+    """Subtitle bytes as text: UTF-8 with or without BOM, else the Windows ANSI code page
+    that older tools write."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
 def read_srt(text: str) -> list[Cue]:
     """Cues from SRT text; malformed blocks are skipped, ids renumbered from 1."""
+    return parse_srt(text)[0]
+
+
+def parse_srt(text: str) -> tuple[list[Cue], int]:
+    """Cues from SRT text and the number of blocks skipped for a malformed timing line."""
     from pysrt import SubRipFile
 
     # from_string keeps a leading BOM glued to the first index line.
-    subs = SubRipFile.from_string(text.removeprefix("\ufeff"))
-    return [
+    text = text.removeprefix("\ufeff")
+    subs = SubRipFile.from_string(text)
+    cues = [
         Cue(id=cue_id, start=item.start.ordinal / 1000, end=item.end.ordinal / 1000, text=item.text)
         for cue_id, item in enumerate(subs, start=1)
     ]
+    # pysrt skips what it cannot read without saying so; every block with an arrow was meant
+    # to be a cue.
+    meant = sum("-->" in "".join(block) for block in _blocks(_raw_lines(text)))
+    return cues, max(meant - len(cues), 0)
 
 
 def read_vtt(text: str) -> list[Cue]:
     """Cues from WebVTT text, speakers from voice tags, other markup removed, ids from 1."""
-    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return parse_vtt(text)[0]
+
+
+def parse_vtt(text: str) -> tuple[list[Cue], int]:
+    """Cues from WebVTT text and the number of cue blocks skipped for a malformed timing line."""
+    lines = _raw_lines(text.removeprefix("\ufeff"))
     if not re.match(r"WEBVTT(?:[ \t]|$)", lines[0]):
         raise SubtideError(
             "bad_input", "not a WebVTT file", hint="A WebVTT file starts with the line WEBVTT."
         )
     cues: list[Cue] = []
+    skipped = 0
     for block in _blocks(lines[1:]):
         cue = _vtt_cue(block, len(cues) + 1)
         if cue is not None:
             cues.append(cue)
-    return cues
+        elif not _VTT_SKIPPED_BLOCK.match(block[0]) and any("-->" in ln for ln in block[:2]):
+            skipped += 1
+    return cues, skipped
 
 
 def read_json(text: str) -> list[Cue]:
@@ -365,10 +394,15 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _raw_lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def _blocks(lines: Sequence[str]) -> list[list[str]]:
     blocks: list[list[str]] = [[]]
     for line in lines:
-        if line.strip():
+        # Only an empty line ends a block: YouTube's captions hold lines of one space.
+        if line:
             blocks[-1].append(line)
         elif blocks[-1]:
             blocks.append([])
@@ -558,12 +592,15 @@ def _join_words(left: str, right: str) -> str:
 
 
 def _render_json(
-    cues: Sequence[Cue], *, title: str | None, language: str | None, duration: float | None
+    cues: Sequence[Cue],
+    *,
+    title: str | None,
+    language: str | None,
+    duration: float | None,
+    source: TextSource | None,
 ) -> str:
-    document = {
-        "title": title,
-        "language": language,
-        "duration": duration,
-        "cues": [cue.model_dump() for cue in cues],
-    }
+    document: dict[str, object] = {"title": title, "language": language, "duration": duration}
+    if source is not None:
+        document["source"] = source
+    document["cues"] = [cue.model_dump() for cue in cues]
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -147,6 +147,29 @@ def _refused(host: str) -> SubtideError:
 # --- Downloads ---------------------------------------------------------------------------------
 
 
+def extract(
+    url: str,
+    *,
+    allow_private: bool,
+    socket_timeout: float = 30,
+    media_format: str = AUDIO_FORMAT,
+) -> dict[str, Any]:
+    """What yt-dlp knows about the single video behind `url` (title, formats, caption tracks),
+    fetched through the SSRF guard; `download(..., info=)` reuses it without a second look."""
+    import yt_dlp
+
+    url = url.strip()
+    check_url(url, allow_private=allow_private)
+    messages = _Messages()
+    params = _params(messages, socket_timeout, media_format)
+    try:
+        with _guarded_downloader(params, allow_private) as ydl:
+            return _single_video(ydl.extract_info(url, download=False))
+    except yt_dlp.utils.YoutubeDLError as error:
+        text = messages.errors[0] if messages.errors else str(error)
+        raise _download_error(error, text, url, socket_timeout, None) from None
+
+
 def download(
     url: str,
     dest_dir: Path,
@@ -155,9 +178,11 @@ def download(
     on_progress: Callable[[float], None] | None = None,
     socket_timeout: float = 30,
     media_format: str = AUDIO_FORMAT,
+    info: dict[str, Any] | None = None,
 ) -> Download:
     """Fetch the best audio (or the whole file) behind `url` into `dest_dir` with yt-dlp;
-    `media_format` (a yt-dlp format selector) asks for something else, e.g. PREVIEW_FORMAT."""
+    `media_format` (a yt-dlp format selector) asks for something else, e.g. PREVIEW_FORMAT.
+    `info` is what `extract` returned for the same link, so the page is not read twice."""
     import yt_dlp
 
     url = url.strip()
@@ -165,29 +190,18 @@ def download(
     dest_dir.mkdir(parents=True, exist_ok=True)
     messages = _Messages()
     params = {
-        "format": media_format,
-        "noplaylist": True,
-        "playlist_items": "1",
-        "quiet": True,
-        "no_warnings": True,
-        "noprogress": True,
-        "color": "no_color",
-        "logger": messages,
+        **_params(messages, socket_timeout, media_format),
         "outtmpl": {"default": str(dest_dir / "%(id).60s.%(ext)s")},
         "restrictfilenames": True,
         # Another link may have left a file or a .part under the same id: never reuse either.
         "overwrites": True,
         "continuedl": False,
-        "cachedir": False,
-        "retries": 2,
-        "fragment_retries": 2,
-        "extractor_retries": 1,
-        "socket_timeout": socket_timeout,
         "progress_hooks": [_progress_hook(on_progress)] if on_progress else [],
     }
     try:
         with _guarded_downloader(params, allow_private) as ydl:
-            info = _single_video(ydl.extract_info(url, download=False))
+            if info is None:
+                info = _single_video(ydl.extract_info(url, download=False))
             # The chosen media may live on another host than the page: judge it before fetching.
             for origin in _media_origins(info):
                 check_url(origin, allow_private=allow_private)
@@ -197,6 +211,67 @@ def download(
         text = messages.errors[0] if messages.errors else str(error)
         raise _download_error(error, text, url, socket_timeout, dest_dir) from None
     return Download(Path(info["requested_downloads"][0]["filepath"]), info.get("title"))
+
+
+def fetch_bytes(
+    url: str,
+    *,
+    allow_private: bool,
+    headers: dict[str, str] | None = None,
+    impersonate: bool = False,
+    socket_timeout: float = 30,
+    max_bytes: int = 20_000_000,
+) -> bytes:
+    """A small file (a caption track) through the same guarded yt-dlp session as the media,
+    so its link and every redirect are judged like the page's. `impersonate`: the extractor
+    said the site wants a browser's TLS fingerprint (YouTube's captions do)."""
+    import yt_dlp
+    from yt_dlp.networking import Request
+
+    url = url.strip()
+    check_url(url, allow_private=allow_private)
+    messages = _Messages()
+    params = _params(messages, socket_timeout, AUDIO_FORMAT)
+    try:
+        with _guarded_downloader(params, allow_private) as ydl:
+            extensions = {"impersonate": _browser(ydl)} if impersonate and _browser(ydl) else {}
+            with ydl.urlopen(Request(url, headers=headers or {}, extensions=extensions)) as reply:
+                data = reply.read(max_bytes + 1)
+    except yt_dlp.utils.YoutubeDLError as error:
+        raise _download_error(error, str(error), url, socket_timeout, None) from None
+    if len(data) > max_bytes:
+        raise SubtideError(
+            "bad_input", f"The file at {host_label(url)} is larger than {max_bytes // 1_000_000} MB"
+        )
+    return data
+
+
+def _browser(ydl: Any) -> Any:
+    """A browser yt-dlp can impersonate here (it needs curl_cffi), or None."""
+    try:
+        available, _ = ydl._parse_impersonate_targets(True)
+    except Exception:  # a private yt-dlp helper: if it changes, plain requests still work
+        return None
+    return available
+
+
+def _params(messages: _Messages, socket_timeout: float, media_format: str) -> dict[str, Any]:
+    """The yt-dlp options every call shares: quiet, one video, no cache, bounded retries."""
+    return {
+        "format": media_format,
+        "noplaylist": True,
+        "playlist_items": "1",
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "color": "no_color",
+        "logger": messages,
+        "cachedir": False,
+        "retries": 2,
+        "fragment_retries": 2,
+        "extractor_retries": 1,
+        "socket_timeout": socket_timeout,
+    }
 
 
 def _guarded_downloader(params: dict[str, Any], allow_private: bool) -> Any:
@@ -278,7 +353,7 @@ def _media_origins(info: dict[str, Any]) -> set[str]:
 
 
 def _download_error(
-    error: Exception, text: str, url: str, timeout: float, dest_dir: Path
+    error: Exception, text: str, url: str, timeout: float, dest_dir: Path | None
 ) -> SubtideError:
     """A yt-dlp failure in plain words, classified by the exception that started it."""
     from yt_dlp.networking.exceptions import HTTPError
@@ -369,7 +444,7 @@ def host_label(url: str) -> str:
     return f"{parts.hostname}:{port}" if port else str(parts.hostname)
 
 
-def _clean_message(message: str, dest_dir: Path) -> str:
+def _clean_message(message: str, dest_dir: Path | None) -> str:
     """yt-dlp's text without colour codes, tracebacks, credentials, query strings or our paths."""
     lines = _ANSI.sub("", message).strip().splitlines()
     text = lines[0] if lines else ""
@@ -378,7 +453,7 @@ def _clean_message(message: str, dest_dir: Path) -> str:
     text = re.sub(r"\s*\(caused by .*$", "", text)
     text = re.sub(r"(\w+://)[^\s/@'\"]*@", r"\1", text)
     text = re.sub(r"(https?://[^\s?#'\"]*)[?#][^\s'\"]*", r"\1", text)
-    for folder in {str(dest_dir), str(dest_dir.resolve())}:
+    for folder in {str(dest_dir), str(dest_dir.resolve())} if dest_dir else ():
         text = text.replace(folder + os.sep, "")
     return (text[:300] or "The download failed").rstrip(".")
 

@@ -13,9 +13,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine import media
+from engine import captions, media
 from engine.asr import (
     DecodeOptions,
     ModelChoice,
@@ -31,6 +31,7 @@ from engine.diarize import Diarizer, SpeakerTrack, Turn
 from engine.formats import SUBTITLE_SUFFIXES, file_stem, read_subtitles, render_files
 from engine.hallucination import HallucinationFilter
 from engine.protocol import (
+    CaptionTrack,
     Cue,
     CuesEvent,
     ErrorEvent,
@@ -42,9 +43,10 @@ from engine.protocol import (
     Source,
     Stage,
     SubtideError,
+    TextSource,
     TranslationConfig,
 )
-from engine.translate import LLMConfig, TranslateOptions, Translator, same_language
+from engine.translate import LLMConfig, TranslateOptions, Translator, language_name, same_language
 from engine.translations import Translations
 
 if TYPE_CHECKING:
@@ -70,6 +72,8 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
 @dataclass
 class EngineOptions:
+    # Off (ENABLE_WHISPER=false): only a video's own captions and subtitle files are used.
+    whisper_enabled: bool = True
     whisper_model: str = "bundled"
     device: str = "auto"
     compute_type: str = "auto"
@@ -136,8 +140,16 @@ class Engine:
     def cancel(self) -> None:
         self._cancel.set()
 
+    @property
+    def loaded_model(self) -> str | None:
+        """The Whisper model in memory, if one was loaded (captions never load one)."""
+        current = self._transcriber
+        return current.name if current else None
+
     def warm(self) -> None:
         """Loads the default Whisper model now, so the first job does not wait for it."""
+        if not self.options.whisper_enabled:
+            return
         self._load(resolve_model(self.options.whisper_model, self.options.cache_dir / "models"))
 
     def health(self) -> Health:
@@ -185,67 +197,225 @@ class Engine:
                 translator = stack.enter_context(Translator(llm, options, cache))
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="subtide-")))
             mark = time.monotonic()
-            download = yield from self._fetch(job.source, work, progress)
-            timings["download"] = time.monotonic() - mark
-            title = job.source.title or download.title
-
-            mark = time.monotonic()
-            if download.path.suffix.lower() in SUBTITLE_SUFFIXES:
-                yield progress.event("decode", message="Reading the subtitles")
-                if job.diarize != "off":
-                    yield progress.note("Speaker labels need audio: skipped for a subtitle file.")
-                cues = read_subtitles(download.path)
-                language = job.source_lang or "und"
-                duration = max(c.end for c in cues)
-                translations = yield from self._translations(translator, job, language, progress)
-                translations.add(cues)
-                yield CuesEvent(cues=cues)
+            listing = yield from self._listing(job.source, progress)
+            found = None
+            if listing:
+                found = yield from self._captions(job, listing, progress)
+            if listing and found:
+                text = yield from self._caption_text(job, found, listing, progress, translator)
+                timings["captions"] = time.monotonic() - mark
             else:
-                diarizer = yield from self._diarizer_for(job, progress)
-                yield progress.event("decode", message="Reading the audio")
-                media.probe(download.path)
-                audio = media.decode_audio(download.path, SAMPLE_RATE)
-                timings["decode"] = time.monotonic() - mark
-                duration = len(audio) / SAMPLE_RATE
-                if duration < 0.1:
-                    raise SubtideError(
-                        "bad_input", f"{job.source.label} contains no audible audio."
-                    )
-                mark = time.monotonic()
-                track = _speaker_track(diarizer, job, audio) if diarizer else None
-                language, translations = yield from self._transcribe(
-                    job, audio, title, progress, translator, track
+                if job.source.url:
+                    self._require_whisper(job)  # before a download that would be for nothing
+                download = yield from self._fetch(job.source, work, progress, listing)
+                timings["download"] = time.monotonic() - mark
+                text = yield from self._text_of(
+                    job, download, listing, progress, translator, timings
                 )
-                timings["transcribe"] = time.monotonic() - mark
-
             mark = time.monotonic()
-            yield from self._finish_translations(translations, progress)
-            if translations.targets:
+            yield from self._finish_translations(text.translations, progress)
+            if text.translations.targets:
                 timings["translate"] = time.monotonic() - mark
-        cues = translations.cues()
+        cues = text.translations.cues()
 
         mark = time.monotonic()
         yield progress.event("finalize", message="Writing subtitles")
         files = render_files(
             cues,
             job.formats,
-            stem=file_stem(job.source, title),
-            language=language,
-            target_langs=translations.targets,
+            stem=file_stem(job.source, text.title),
+            language=text.language,
+            target_langs=text.translations.targets,
             style=job.style,
-            title=title,
-            duration=duration,
+            title=text.title,
+            duration=text.duration,
+            source=text.source,
         )
         timings["finalize"] = time.monotonic() - mark
         timings["total"] = time.monotonic() - started
         yield progress.event("finalize", 1.0, message="Done")
         yield ResultEvent(
             cues=cues,
-            language=language,
-            duration=duration,
-            title=title,
+            language=text.language,
+            duration=text.duration,
+            title=text.title,
             timings={k: round(v, 3) for k, v in timings.items()},
             files=files,
+            source=text.source,
+            caption_tracks=[t.info for t in listing.tracks] if listing else [],
+            caption_track=text.track_id,
+        )
+
+    def _text_of(
+        self,
+        job: JobSpec,
+        download: media.Download,
+        listing: _Listing | None,
+        progress: _Progress,
+        translator: Translator | None,
+        timings: dict[str, float],
+    ) -> Generator[Event, None, _Text]:
+        """The cues of a downloaded or local source: a subtitle file read, or audio transcribed."""
+        title = job.source.title or download.title or (listing.title if listing else None)
+        mark = time.monotonic()
+        if download.path.suffix.lower() in SUBTITLE_SUFFIXES:
+            yield progress.event("decode", message="Reading the subtitles")
+            if job.diarize != "off":
+                yield progress.note("Speaker labels need audio: skipped for a subtitle file.")
+            cues = read_subtitles(download.path)
+            language = job.source_lang or "und"
+            translations = yield from self._translations(translator, job, language, progress)
+            translations.add(cues)
+            yield CuesEvent(cues=cues)
+            duration = max(c.end for c in cues)
+            # A subtitle file is existing captions, not speech recognition.
+            return _Text(translations, language, duration, title, "captions-manual")
+        self._require_whisper(job)
+        diarizer = yield from self._diarizer_for(job, progress)
+        yield progress.event("decode", message="Reading the audio")
+        media.probe(download.path)
+        audio = media.decode_audio(download.path, SAMPLE_RATE)
+        timings["decode"] = time.monotonic() - mark
+        duration = len(audio) / SAMPLE_RATE
+        if duration < 0.1:
+            raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
+        mark = time.monotonic()
+        track = _speaker_track(diarizer, job, audio) if diarizer else None
+        language, translations = yield from self._transcribe(
+            job, audio, title, progress, translator, track
+        )
+        timings["transcribe"] = time.monotonic() - mark
+        return _Text(translations, language, duration, title, "asr")
+
+    def _require_whisper(self, job: JobSpec) -> None:
+        if self.options.whisper_enabled:
+            return
+        asked = job.force_asr or job.caption_track == captions.ASR
+        reason = (
+            "so it can't transcribe as asked"
+            if asked
+            else (f"and {job.source.label} has no captions Subtide can use")
+        )
+        raise SubtideError(
+            "model_unavailable",
+            f"Transcription is turned off on this server, {reason}.",
+            hint="Use a video that has captions, or ask the operator to set ENABLE_WHISPER=true.",
+        )
+
+    # --- the video's own captions -----------------------------------------------------------
+
+    def _listing(
+        self, source: Source, progress: _Progress
+    ) -> Generator[Event, None, _Listing | None]:
+        """What a link offers (title, caption tracks), read once; the download reuses it."""
+        if not source.url:
+            return None
+        url = str(source.url)
+        yield progress.event("download", message=f"Looking at {media.host_label(url)}")
+
+        def extract(_report: Callable[[float], None]) -> dict[str, Any]:
+            return media.extract(url, allow_private=self.options.allow_private_urls)
+
+        info = yield from self._with_progress(extract, "download", progress)
+        return _Listing(info, captions.list_tracks(info))
+
+    def _captions(
+        self, job: JobSpec, listing: _Listing, progress: _Progress
+    ) -> Generator[Event, None, _Found | None]:
+        """The video's own captions, or None to transcribe.
+
+        A track that can't be fetched or read is reported and the next choice is tried; when
+        none is left, Whisper transcribes."""
+        if job.force_asr or job.caption_track == captions.ASR:
+            return None
+        remaining = list(listing.tracks)
+        track = yield from self._picked(job, remaining, listing, progress)
+        while track is not None:
+            remaining.remove(track)
+            try:
+                found = yield from self._read_track(job, track, progress)
+            except SubtideError as exc:
+                if exc.code == "cancelled":
+                    raise
+                fallback = "Trying another track." if remaining else "Transcribing instead."
+                yield progress.note(
+                    f"The {track.info.name} captions can't be used: {exc.message} {fallback}"
+                )
+                track = self._choose(job, remaining, listing)
+                continue
+            return found
+        return None
+
+    def _picked(
+        self, job: JobSpec, tracks: list[captions.Track], listing: _Listing, progress: _Progress
+    ) -> Generator[Event, None, captions.Track | None]:
+        """The track the job names, else the engine's choice."""
+        if job.caption_track:
+            picked = captions.find(tracks, job.caption_track)
+            if picked:
+                return picked
+            yield progress.note(
+                f"This video has no caption track '{job.caption_track}'; choosing one instead."
+            )
+        return self._choose(job, tracks, listing)
+
+    def _choose(
+        self, job: JobSpec, tracks: list[captions.Track], listing: _Listing
+    ) -> captions.Track | None:
+        spoken = job.source_lang or listing.language
+        return captions.choose(
+            tracks,
+            targets=job.target_langs,
+            spoken=spoken,
+            whisper_enabled=self.options.whisper_enabled,
+        )
+
+    def _read_track(
+        self, job: JobSpec, track: captions.Track, progress: _Progress
+    ) -> Generator[Event, None, _Found]:
+        yield progress.event("download", 0.5, message=f"Fetching the {track.info.name} captions")
+        raw = track.data or media.fetch_bytes(
+            str(track.url),
+            allow_private=self.options.allow_private_urls,
+            headers=track.headers,
+            impersonate=track.impersonate,
+        )
+        self._check_cancel()
+        read = captions.read_captions(raw, str(track.info.ext), automatic=track.automatic)
+        language, relabelled = captions.checked_language(track.info.lang, read.cues)
+        for note in [*read.notes, *([relabelled] if relabelled else [])]:
+            yield progress.note(note)
+        kind = "automatic " if track.automatic else ""
+        yield progress.event(
+            "decode", 1.0, message=f"Using the video's {kind}{language_name(language)} captions"
+        )
+        if job.diarize != "off":
+            yield progress.note(
+                "Speaker labels come from the audio, which captions don't need: not added. "
+                "Speaker names the captions carry are kept."
+            )
+        cues = captions.recue(read.cues, job.style, language) if job.recue_captions else read.cues
+        return _Found(track.info, cues, language)
+
+    def _caption_text(
+        self,
+        job: JobSpec,
+        found: _Found,
+        listing: _Listing,
+        progress: _Progress,
+        translator: Translator | None,
+    ) -> Generator[Event, None, _Text]:
+        translations = yield from self._translations(translator, job, found.language, progress)
+        translations.add(found.cues)
+        yield CuesEvent(cues=found.cues)
+        return _Text(
+            translations=translations,
+            language=found.language,
+            # Captions need no download: the site's duration, else where the captions end.
+            duration=listing.duration or max(c.end for c in found.cues),
+            title=job.source.title or listing.title,
+            source="captions-auto" if found.track.automatic else "captions-manual",
+            track_id=found.track.id,
         )
 
     def _diarizer_for(
@@ -363,7 +533,7 @@ class Engine:
             )
 
     def _fetch(
-        self, source: Source, work: Path, progress: _Progress
+        self, source: Source, work: Path, progress: _Progress, listing: _Listing | None
     ) -> Generator[Event, None, media.Download]:
         if source.path:
             return media.Download(Path(source.path).expanduser(), source.title)
@@ -378,7 +548,11 @@ class Engine:
 
         def fetch(report: Callable[[float], None]) -> media.Download:
             return media.download(
-                url, work, allow_private=self.options.allow_private_urls, on_progress=report
+                url,
+                work,
+                allow_private=self.options.allow_private_urls,
+                on_progress=report,
+                info=listing.info if listing else None,
             )
 
         download = yield from self._with_progress(fetch, "download", progress)
@@ -488,6 +662,47 @@ class Engine:
     def _check_cancel(self) -> None:
         if self._cancel.is_set():
             raise SubtideError("cancelled", "The job was cancelled.")
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What yt-dlp found behind a link, read once for the captions and the download."""
+
+    info: dict[str, Any]
+    tracks: list[captions.Track]
+
+    @property
+    def title(self) -> str | None:
+        return self.info.get("title")
+
+    @property
+    def duration(self) -> float | None:
+        duration = self.info.get("duration")
+        return float(duration) if isinstance(duration, int | float) and duration > 0 else None
+
+    @property
+    def language(self) -> str | None:
+        """The spoken language when the site says it (YouTube does)."""
+        return self.info.get("language") or None
+
+
+@dataclass(frozen=True)
+class _Found:
+    track: CaptionTrack
+    cues: list[Cue]
+    language: str
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A job's text, wherever it came from, with its translations under way."""
+
+    translations: Translations
+    language: str
+    duration: float
+    title: str | None
+    source: TextSource
+    track_id: str | None = None
 
 
 class _Emitter:

@@ -32,6 +32,9 @@ ErrorCode = Literal[
     "internal",
 ]
 Format = Literal["srt", "vtt", "ass", "txt", "json"]
+# Where a result's text came from: the video's own captions (made by people, or the site's
+# automatic ones), or our speech recognition.
+TextSource = Literal["captions-manual", "captions-auto", "asr"]
 DiarizeMode = Literal["off", "auto", "pyannote", "builtin"]
 
 
@@ -106,6 +109,12 @@ class JobSpec(_Model):
     description: str | None = Field(default=None, max_length=500)
     style: Style = Field(default_factory=Style)
     formats: list[Format] = Field(default_factory=lambda: ["srt"])
+    # Transcribe even when the video carries captions.
+    force_asr: bool = False
+    # A `CaptionTrack.id` from an earlier result, or "asr"; None lets the engine choose.
+    caption_track: str | None = Field(default=None, max_length=200)
+    # Captions keep their own timing; True re-cues them with the readability rules of `style`.
+    recue_captions: bool = False
 
     @model_validator(mode="after")
     def _speaker_bounds(self) -> JobSpec:
@@ -153,6 +162,16 @@ class CuesEvent(_Model):
     cues: list[Cue]
 
 
+class CaptionTrack(_Model):
+    """A caption track the video offers; a job picks one by passing `id` as `caption_track`."""
+
+    id: str
+    lang: str
+    name: str | None = None
+    automatic: bool = False
+    ext: str | None = None
+
+
 class ResultEvent(_Model):
     type: Literal["result"] = "result"
     cues: list[Cue]
@@ -161,6 +180,10 @@ class ResultEvent(_Model):
     title: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     files: list[RenderedFile] = Field(default_factory=list)
+    source: TextSource = "asr"
+    # Every track the video offers (empty for files), and the id of the one used, if any.
+    caption_tracks: list[CaptionTrack] = Field(default_factory=list)
+    caption_track: str | None = None
 
 
 class ErrorEvent(_Model):

@@ -201,3 +201,15 @@ def test_a_page_with_several_videos_runs_each(clips, cache_root, tmp_path):
         done = subtide("run", f"{base}/page.html", "-o", str(out), cache=cache_root)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["first.srt", "second.srt"]
+
+
+def test_force_asr_and_recue_reach_the_job():
+    from app.cli import _job, _parser
+    from app.config import Settings
+
+    args = _parser().parse_args(["run", "https://example.com/v", "--force-asr", "--recue"])
+    job = _job(args, args.sources[0], {}, Settings())
+    assert job.force_asr and job.recue_captions
+    plain = _parser().parse_args(["run", "https://example.com/v"])
+    job = _job(plain, plain.sources[0], {}, Settings())
+    assert not job.force_asr and not job.recue_captions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -125,6 +126,14 @@ def test_json_round_trip_is_exact(cues: list[Cue]) -> None:
     assert back == cues
     assert "日本語の字幕です。" in text  # ensure_ascii off: the file stays readable
     assert text.startswith('{\n  "title": "Démo 🎬",\n  "language": "fr",\n  "duration": 3725.0,')
+
+
+def test_json_says_where_the_text_came_from(cues: list[Cue]) -> None:
+    text = render("json", cues, language="fr", source="captions-manual")
+    assert json.loads(text)["source"] == "captions-manual"
+    assert read_json(text) == cues
+    # Without a source (older callers), the key is left out.
+    assert "source" not in json.loads(render("json", cues))
 
 
 # --- times ------------------------------------------------------------------------------------

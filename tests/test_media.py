@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.media import check_url, decode_audio, download, probe, write_audio_b64
+from engine.media import (
+    check_url,
+    decode_audio,
+    download,
+    extract,
+    fetch_bytes,
+    probe,
+    write_audio_b64,
+)
 from engine.protocol import SubtideError
 from tests.support.http_server import serve_directory
 from tests.support.synth import Clip, fixture_dir, synthesize, to_mp4
@@ -43,6 +51,9 @@ def media(clip: Clip, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "noise.mp4").write_bytes(np.random.default_rng(7).bytes(50_000))
     (folder / "notes.txt").write_text("Shopping list: bread, milk and tea.\n")
     (folder / "no-video.html").write_text("<html><title>Nothing here</title><p>Hello</p></html>")
+    (folder / "en.vtt").write_text("WEBVTT\n\n00:00:00.500 --> 00:00:02.000\nThe kettle\n")
+    track = '<track kind="captions" src="en.vtt" srclang="en">'
+    (folder / "page.html").write_text(f'<video src="clip.mp4">{track}</video>')
     return folder
 
 
@@ -274,6 +285,28 @@ def test_download_from_a_silent_server_times_out(tmp_path: Path) -> None:
     assert time.monotonic() - started < 10
     assert error.code == "source_unavailable"
     assert "did not answer" in error.message
+
+
+def test_extract_lists_a_pages_tracks_and_the_download_reuses_it(
+    server: str, clip: Clip, tmp_path: Path
+) -> None:
+    info = extract(f"{server}/page.html", allow_private=True)
+    assert info["subtitles"] == {"en": [{"url": f"{server}/en.vtt", "ext": "vtt"}]}
+    fetched = download(f"{server}/page.html", tmp_path, allow_private=True, info=info)
+    assert probe(fetched.path).duration == pytest.approx(clip.duration, abs=0.2)
+    error = _raises(extract, f"{server}/page.html", allow_private=False)
+    assert error.code == "unsupported_source"
+
+
+def test_fetch_bytes_goes_through_the_guard(server: str, media: Path) -> None:
+    url = f"{server}/en.vtt"
+    assert fetch_bytes(url, allow_private=True) == (media / "en.vtt").read_bytes()
+    assert _raises(fetch_bytes, url, allow_private=False).code == "unsupported_source"
+    missing = _raises(fetch_bytes, f"{server}/gone.vtt?sig=SECRET", allow_private=True)
+    assert missing.code == "source_unavailable" and "404" in missing.message
+    assert "SECRET" not in missing.message
+    too_big = _raises(fetch_bytes, url, allow_private=True, max_bytes=10)
+    assert too_big.code == "bad_input"
 
 
 # --- uploads -----------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from engine.protocol import (
     Backend,
+    CaptionTrack,
     Cue,
     CuesEvent,
     ErrorEvent,
@@ -41,6 +42,17 @@ EVENTS = [
         timings={"transcribe": 1.5},
         files=[RenderedFile(format="srt", filename="a.srt", content="1\n")],
     ),
+    ResultEvent(
+        cues=[CUE],
+        language="de",
+        duration=60.0,
+        source="captions-manual",
+        caption_tracks=[
+            CaptionTrack(id="manual:de", lang="de", name="German", ext="vtt"),
+            CaptionTrack(id="auto:en-orig", lang="en", name="English", automatic=True, ext="json3"),
+        ],
+        caption_track="manual:de",
+    ),
     ErrorEvent(code="bad_input", message="File not found: x.mp4", hint="Check the path."),
 ]
 
@@ -65,10 +77,14 @@ def test_job_spec_round_trips_with_defaults_and_full_options():
         glossary={"Subtide": "Subtide"},
         style=Style(max_chars_per_line=37, dual=True),
         formats=["srt", "vtt"],
+        force_asr=True,
+        caption_track="auto:en-orig",
+        recue_captions=True,
     )
     assert JobSpec.model_validate_json(full.model_dump_json()) == full
     plain = JobSpec(source=Source(path="a.mp4"))
     assert plain.formats == ["srt"] and plain.style.max_chars_per_line == 42
+    assert not plain.force_asr and plain.caption_track is None and not plain.recue_captions
     assert JobSpec.model_validate_json(plain.model_dump_json()) == plain
 
 
@@ -111,3 +127,10 @@ def test_engine_satisfies_the_backend_protocol():
     from engine import Engine
 
     assert isinstance(Engine(), Backend)
+
+
+def test_a_result_says_where_its_text_came_from():
+    plain = parse_event({"type": "result", "cues": [], "language": "en", "duration": 1.0})
+    assert plain.source == "asr" and plain.caption_tracks == [] and plain.caption_track is None
+    with pytest.raises(ValidationError):
+        parse_event({"type": "result", "cues": [], "language": "en", "duration": 1, "source": "x"})

@@ -250,6 +250,23 @@ def test_auth_guards_the_api_and_the_app_but_not_ping(clips, cache_root):
         assert client.get("/config").status_code == 200
 
 
+def test_the_earlier_routes_use_captions_unless_whisper_is_forced(api, clips, tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(clips.short_mp4.read_bytes())
+    cues = [f"00:00:0{n}.000 --> 00:00:0{n}.900\nLine {n}\n" for n in range(1, 4)]
+    (tmp_path / "en.vtt").write_text("WEBVTT\n\n" + "\n".join(cues))
+    track = '<track kind="subtitles" src="en.vtt" srclang="en">'
+    (tmp_path / "page.html").write_text(f'<video src="clip.mp4">{track}</video>')
+    with serve_directory(tmp_path) as site:
+        body = {"video_url": f"{site}/page.html", "target_lang": "en"}
+        captions = api.client.post("/api/process", json=body).json()
+        whisper = api.client.post("/api/process", json={**body, "force_whisper": True}).json()
+    assert captions["source"] == "youtube_manual"
+    assert [s["text"] for s in captions["subtitles"]] == ["Line 1", "Line 2", "Line 3"]
+    assert captions["subtitles"][0]["start"] == 1000 and captions["subtitles"][0]["end"] == 1900
+    assert whisper["source"] == "whisper"
+    assert wer(clips.short.script, " ".join(s["text"] for s in whisper["subtitles"])) < 0.2
+
+
 def _legacy(response: httpx.Response) -> list[dict]:
     assert response.headers["content-type"].startswith("text/event-stream")
     lines = [line for line in response.text.split("\n\n") if line and not line.startswith(":")]
