@@ -46,8 +46,11 @@ PREVIEW_GATE = threading.Event()
 PREVIEW_GATE.set()
 
 
-def fetch_preview(url: str, folder: Path) -> Path:
-    """Stands in for the app's preview fetcher: the link itself is a playable MP4."""
+def fetch_preview(url: str, folder: Path) -> Path | None:
+    """Stands in for the app's preview fetcher: the link itself is a playable MP4 (a page has
+    no preview, as when the real fetcher fails)."""
+    if url.endswith(".html"):
+        return None
     PREVIEW_GATE.wait(timeout=30)
     with urllib.request.urlopen(url) as response, (folder / "preview.mp4").open("wb") as out:
         shutil.copyfileobj(response, out)
@@ -62,6 +65,7 @@ def client(app_url, tmp_path):
 
 def run(client: Client, **form) -> dict:
     form.setdefault("file", None)
+    form.setdefault("caption_track", None)
     return _returned(client.predict(**form, api_name="/run"))
 
 
@@ -173,7 +177,9 @@ def test_downloads_come_before_a_slow_preview(client, clips):
     PREVIEW_GATE.clear()
     try:
         with serve_directory(clips.short_mp4.parent) as site:
-            job = client.submit(url=f"{site}/{clips.short_mp4.name}", file=None, api_name="/run")
+            job = client.submit(
+                url=f"{site}/{clips.short_mp4.name}", file=None, caption_track=None, api_name="/run"
+            )
             deadline = time.monotonic() + 60
             while not any(_has_downloads(_returned(output)) for output in job.outputs()):
                 assert time.monotonic() < deadline and not job.done(), "no downloads yet"
@@ -192,7 +198,7 @@ def test_downloads_come_before_a_slow_preview(client, clips):
 
 
 def test_audio_gets_an_audio_player_and_no_video(client, clips):
-    job = client.submit(file=handle_file(clips.short.wav), api_name="/run")
+    job = client.submit(file=handle_file(clips.short.wav), caption_track=None, api_name="/run")
     job.result()
     # The player is set once, as the job starts; later updates leave it playing.
     first, *_, last = (_returned(output) for output in job.outputs())
@@ -244,3 +250,30 @@ def test_a_refused_key_shows_the_advice_and_not_the_key(client, clips):
 
     assert "refused the API key" in screen["error"]["value"]
     assert "sk-wrong-key" not in json.dumps(screen)
+
+
+def test_captions_are_used_and_another_source_can_be_picked(client, clips, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(clips.short_mp4, site / "clip.mp4")
+    cues = [f"{i}\n00:00:0{i},000 --> 00:00:0{i},900\nLine {i} by a person.\n" for i in (1, 3)]
+    (site / "en.srt").write_text("\n".join(cues))
+    (site / "page.html").write_text(
+        '<html><head><title>Trip</title></head><body><video src="clip.mp4">'
+        '<track kind="subtitles" src="en.srt" srclang="en" label="English"></video></body></html>'
+    )
+    with serve_directory(site) as base:
+        screen = run(client, url=f"{base}/page.html")
+        assert "text from the video&#x27;s captions" in screen["progress"]
+        assert [row[4] for row in rows(screen)] == ["Line 1 by a person.", "Line 3 by a person."]
+        picker = screen["caption_track"]
+        assert picker["visible"] and picker["value"] == "manual:en"
+        labels = [label for label, _ in picker["choices"]]
+        assert labels == ["Transcribe the audio (Whisper)", "English captions (by people)"]
+
+        again = run(client, url=f"{base}/page.html", caption_track="asr")
+        assert "transcribed" in again["progress"]
+        assert "cottage" in " ".join(row[4] for row in rows(again)).lower()
+        forced = run(client, url=f"{base}/page.html", force_asr=True)
+        assert "transcribed" in forced["progress"]
+        assert forced["caption_track"]["value"] == "asr"

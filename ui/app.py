@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from engine.protocol import Backend
-from ui.handlers import SCREEN, Handlers, PreviewFetcher
+from ui.handlers import SCREEN, Handlers, PreviewFetcher, forget_tracks
 from ui.options import (
     AUTO,
     DEFAULT_MODEL,
@@ -109,6 +109,7 @@ def build(
         session = gr.State(None, delete_callback=Workspace.discard)
         parts = {
             "progress": progress,
+            "caption_track": form["caption_track"],
             "error": error,
             "table": table,
             "video": video,
@@ -128,6 +129,10 @@ def build(
             concurrency_limit=1,
             show_progress="hidden",
         )
+        for source in (form["url"], form["file"]):
+            source.change(
+                forget_tracks, outputs=form["caption_track"], show_progress="hidden", queue=False
+            )
         cancel.click(
             handlers.cancel, outputs=progress, cancels=[job], api_name="cancel_job", queue=False
         )
@@ -192,6 +197,15 @@ def _inputs() -> dict[str, gr.components.Component]:
         info="Type to search. Leave empty for subtitles in the spoken language only.",
         elem_id="targets",
     )
+    # Filled after a run on a video that has captions: pick a track, then Run again.
+    form["caption_track"] = gr.Dropdown(
+        choices=[],
+        value=None,
+        label="Text from",
+        info="The video has captions. Pick where the text comes from, then press Run again.",
+        visible=False,
+        elem_id="caption-track",
+    )
     return form
 
 
@@ -213,6 +227,16 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
             info="Default: WHISPER_MODEL of the machine that runs the job. bundled runs "
             "offline; bigger models are more accurate, slower, and download on first use. "
             "A model folder works too.",
+        )
+        form["force_asr"] = gr.Checkbox(
+            label="Always transcribe",
+            info="Ignore captions the video already has (they are used when made by people).",
+            elem_id="force-asr",
+        )
+        form["recue"] = gr.Checkbox(
+            label="Re-cut captions",
+            info="Apply Subtide's line length and timing rules to captions, instead of keeping "
+            "the site's cues as they are.",
         )
     with gr.Accordion("Speakers", open=False):
         form["speakers"] = gr.Radio(

@@ -32,7 +32,7 @@ from engine.protocol import (
 from engine.translate import same_language
 from ui import table as cue_table
 from ui.jobs import JobRunner
-from ui.options import Form, media_kind
+from ui.options import ASR_TRACK, SOURCE_NOTES, Form, media_kind, track_choices
 from ui.remote import REMOTE, Remote, local_lines, report_html
 from ui.session import SOURCE_VIEW, Subtitles, Workspace, view_choices
 from ui.status import cancelled_html, done_html, error_html, progress_html, status_html
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PreviewFetcher = Callable[[str, Path], Path | None]
 SCREEN = (
     "progress",
+    "caption_track",
     "error",
     "table",
     "video",
@@ -81,8 +82,11 @@ class Handlers:
         url: str | None,
         file: str | None,
         targets: list[str] | None,
+        caption_track: str | None,
         source_lang: str | None,
         whisper_model: str | None,
+        force_asr: bool,
+        recue: bool,
         speakers: DiarizeMode,
         num_speakers: float | None,
         llm_url: str | None,
@@ -104,8 +108,11 @@ class Handlers:
             url=url or "",
             file=file,
             targets=targets or [],
+            caption_track=caption_track or "",
             source_lang=source_lang or "",
             whisper_model=whisper_model or "",
+            force_asr=force_asr,
+            recue=recue,
             speakers=speakers,
             num_speakers=num_speakers,
             llm_url=llm_url or "",
@@ -264,7 +271,10 @@ class _Run:
         timeline = speaker_timeline(subtitles.cues, subtitles.duration)
         has_video = subtitles.video is not None
         yield screen(
-            progress=done_html(len(result.cues), time.monotonic() - self.started),
+            progress=done_html(
+                len(result.cues), time.monotonic() - self.started, SOURCE_NOTES[result.source]
+            ),
+            caption_track=_track_picker(result),
             error=gr.HTML(visible=False),
             table=self._table(subtitles.targets, interactive=True),
             video=_video(subtitles, SOURCE_VIEW),
@@ -307,6 +317,20 @@ def _failed(error: ErrorEvent, percent: float) -> list[Any]:
         progress=status_html("failed", "Stopped", percent, "See the message below."),
         error=gr.HTML(error_html(error.message, error.hint), visible=True),
     )
+
+
+def _track_picker(result: ResultEvent) -> Any:
+    """The video's caption tracks, the one used chosen, for a next run to pick another."""
+    if not result.caption_tracks:
+        return gr.Dropdown(choices=[], value=None, visible=False)
+    return gr.Dropdown(
+        choices=track_choices(result), value=result.caption_track or ASR_TRACK, visible=True
+    )
+
+
+def forget_tracks() -> Any:
+    """A new source: the tracks of the last one no longer apply."""
+    return gr.Dropdown(choices=[], value=None, visible=False)
 
 
 def _is_subtitles(job: JobSpec) -> bool:

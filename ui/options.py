@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from engine.formats import SUBTITLE_SUFFIXES
 from engine.protocol import (
+    CaptionTrack,
     DiarizeMode,
     JobSpec,
+    ResultEvent,
     Source,
     Style,
     SubtideError,
@@ -42,6 +44,7 @@ WHISPER_MODELS = (
 )
 SPEAKER_MODES: tuple[DiarizeMode, ...] = ("off", "auto", "builtin", "pyannote")
 AUTO = ""  # the source-language choice that lets Whisper detect the language
+ASR_TRACK = "asr"  # the caption-track choice that transcribes instead
 
 MediaKind = Literal["video", "audio", "subtitles"]
 
@@ -84,8 +87,11 @@ class Form:
     url: str
     file: str | None
     targets: list[str]
+    caption_track: str
     source_lang: str
     whisper_model: str
+    force_asr: bool
+    recue: bool
     speakers: DiarizeMode
     num_speakers: float | None
     llm_url: str
@@ -124,6 +130,9 @@ class Form:
                 source_lang=self.source_lang or None,
                 target_langs=list(dict.fromkeys(self.targets)),
                 whisper_model=self.whisper_model.strip() or None,
+                force_asr=self.force_asr,
+                recue_captions=self.recue,
+                caption_track=self.caption_track or None,
                 diarize=self.speakers,
                 # Number boxes arrive as floats; 0 or empty means "find out".
                 num_speakers=int(self.num_speakers) if self.num_speakers else None,
@@ -148,6 +157,24 @@ class Form:
         }
         # Nothing given: the server's own LLM settings apply unchanged.
         return TranslationConfig(**fields) if any(fields.values()) else None
+
+
+def track_choices(result: ResultEvent) -> list[tuple[str, str]]:
+    """Where a result's text can come from: Whisper, or each caption track the video has."""
+    tracks = [(_track_label(track), track.id) for track in result.caption_tracks]
+    return [("Transcribe the audio (Whisper)", ASR_TRACK), *tracks]
+
+
+def _track_label(track: CaptionTrack) -> str:
+    name = track.name or language_name(track.lang)
+    return f"{name} captions ({'automatic' if track.automatic else 'by people'})"
+
+
+SOURCE_NOTES = {
+    "captions-manual": "text from the video's captions",
+    "captions-auto": "text from the video's automatic captions",
+    "asr": "transcribed",
+}
 
 
 def media_kind(path: str) -> MediaKind:

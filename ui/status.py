@@ -42,8 +42,8 @@ def progress_html(event: ProgressEvent, elapsed: float) -> str:
     )
 
 
-def done_html(cue_count: int, elapsed: float) -> str:
-    return _progress("done", 100, "Done", f"{cue_count} cues in {_duration(elapsed)}", "")
+def done_html(cue_count: int, elapsed: float, note: str = "") -> str:
+    return _progress("done", 100, "Done", f"{cue_count} cues in {_duration(elapsed)}", note)
 
 
 def status_html(state: State, title: str, percent: float, detail: str = "") -> str:
