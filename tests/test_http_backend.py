@@ -30,7 +30,7 @@ from engine.protocol import (
     Source,
     parse_event,
 )
-from tests.support.api_server import closed_port, running
+from tests.support.api_server import closed_port, running, wait_ready
 from tests.support.http_server import serve_directory
 from tests.support.tcp_proxy import tcp_proxy
 from tests.support.wer import wer
@@ -50,13 +50,6 @@ class Pod:
     client: httpx.Client  # straight to the server, with the token
 
 
-def _wait_ready(client: httpx.Client, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while client.get("/ping").status_code != 200:
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def pod(clips, cache_root) -> Iterator[Pod]:
     """One server for the module, as a pod runs it: a token, the bundled tiny model, private
@@ -72,7 +65,7 @@ def pod(clips, cache_root) -> Iterator[Pod]:
             running(app) as url,
             httpx.Client(base_url=url, headers=headers, timeout=60) as client,
         ):
-            _wait_ready(client)
+            wait_ready(client)
             yield Pod(url, media, client)
 
 

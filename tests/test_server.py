@@ -21,7 +21,7 @@ import pytest
 from app.config import Settings
 from app.server import LegacyRequest, ServerOptions, _legacy_url, create_app
 from engine.pipeline import Engine
-from tests.support.api_server import running
+from tests.support.api_server import running, wait_ready
 from tests.support.http_server import serve_directory
 from tests.support.openai_server import FakeOpenAI, serve_openai
 from tests.support.wer import wer
@@ -36,13 +36,6 @@ class Api:
     media: str  # base URL of the fixture clips
     first_ping: int
     llm: FakeOpenAI
-
-
-def _wait_ready(client: httpx.Client, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while client.get("/ping").status_code != 200:
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +64,7 @@ def api(clips, cache_root) -> Iterator[Api]:
         with running(app) as url, httpx.Client(base_url=url, timeout=60) as client:
             first_ping = client.get("/ping").status_code
             gate.set()
-            _wait_ready(client)
+            wait_ready(client)
             yield Api(client, media, first_ping, llm)
 
 

@@ -4,7 +4,6 @@ user points it at a RunPod pod), checks it, runs a job there, and remembers the 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import cloud
 from app.config import Settings
 from app.server import ServerOptions, create_app
 from engine.pipeline import Engine, EngineOptions
-from tests.support.api_server import running
+from tests.support.api_server import running, wait_ready
 from tests.support.browser import chromium, serve_app
 from tests.support.http_server import serve_directory
 from ui.app import UiDefaults, build
@@ -36,11 +35,8 @@ def server(cache_root, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     settings = Settings(whisper_model=MODEL, cache_dir=cache, subtide_allow_private_urls=True)
     options = ServerOptions(auth_token=TOKEN, rate_limit_per_minute=0)
     app = create_app(settings, mount_ui=False, server_options=options)
-    with running(app) as url:
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/ping").status_code != 200:
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.05)
+    with running(app) as url, httpx.Client(base_url=url) as client:
+        wait_ready(client)
         yield url, cache / "jobs"
 
 
