@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
     from app.config import Settings
-    from engine.protocol import Backend, Event, JobSpec, ResultEvent, Source
+    from engine.protocol import Backend, Event, JobSpec, RenderedFile, ResultEvent, Source
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
 SUBTITLE_INPUTS = (".srt", ".vtt")
@@ -348,7 +348,8 @@ def _run_one(engine: Backend, job: JobSpec, args: argparse.Namespace, *, source_
     if result is None:
         return 1
     # `translate` writes only the new languages: the input file is the source-language one.
-    files = [f for f in result.files if source_files or f.lang != result.language]
+    rendered = result.files or _render(job, result)
+    files = [f for f in rendered if source_files or f.lang != result.language]
     try:
         args.output.mkdir(parents=True, exist_ok=True)
         for file in files:
@@ -358,6 +359,26 @@ def _run_one(engine: Backend, job: JobSpec, args: argparse.Namespace, *, source_
     except OSError as exc:
         return _fail(f"could not write to {args.output}: {exc.strerror or exc}")
     return 0
+
+
+def _render(job: JobSpec, result: ResultEvent) -> list[RenderedFile]:
+    """The files of a result that came without them (a serverless run of a long file comes
+    back in parts that render nothing), from its cues, as the engine would have."""
+    from engine.formats import render_files, safe_stem
+    from engine.translate import same_language
+
+    stem = result.title or (Path(job.source.path).stem if job.source.path else "subtitles")
+    targets = [t for t in job.target_langs if not same_language(t, result.language)]
+    return render_files(
+        result.cues,
+        job.formats,
+        stem=safe_stem(stem),
+        language=result.language,
+        target_langs=list(dict.fromkeys(targets)),
+        style=job.style,
+        title=result.title,
+        duration=result.duration,
+    )
 
 
 def _follow(events: Iterator[Event], label: str, *, quiet: bool) -> ResultEvent | None:
