@@ -1,22 +1,32 @@
 """A stand-in for RunPod's serverless control plane on 127.0.0.1, playing both of its sides.
 
 Client side (what `cloud/serverless.py` and curl talk to), under `/v2/{endpoint}`, Bearer auth:
-`POST /run`, `POST /runsync`, `GET|POST /status/{id}`, `GET|POST /stream/{id}` (the chunks not
-returned yet), `POST /cancel/{id}`, `GET /health`. Statuses go IN_QUEUE → IN_PROGRESS →
-COMPLETED / FAILED / CANCELLED / TIMED_OUT (`policy.executionTimeout`, ms, per job).
+`POST /run`, `POST /runsync` (bodies over 10 MB are refused with 413, as RunPod does),
+`GET|POST /status/{id}`, `GET|POST /stream/{id}` (the chunks not returned yet),
+`POST /cancel/{id}`, `GET /health`. Statuses go IN_QUEUE → IN_PROGRESS → COMPLETED / FAILED /
+CANCELLED / TIMED_OUT (`policy.executionTimeout`, ms, per job, counted per attempt).
 
 Worker side (what the runpod SDK's worker loop polls, see `worker_env`), authorised by the raw
 `RUNPOD_AI_API_KEY` header: `GET job-take/{worker}` (long poll; 204 when idle), `GET
 job-stop/{worker}` (long poll; `{"jobsToStop": [...]}`), `POST job-stream/{worker}/{job}` and
-`POST job-done/{worker}/{job}` (a form-encoded JSON body), `GET ping/{worker}`.
+`POST job-done/{worker}/{job}` (a form-encoded JSON body), `GET ping/{worker}`. Any number of
+workers (distinct worker ids) may serve one endpoint; each job goes to one of them.
+
+Lost workers: a worker that sends nothing (pings come every second from the SDK's heartbeat
+process) for `worker_lost_s` has lost its job. Like RunPod, the stand-in puts that job back at
+the head of the queue once (counted as `retried` in /health); a job whose worker is lost a second
+time FAILS, saying so. Answers from a lost worker about the job are ignored.
 
 Faults: `fail_get_job` (answer the next N job-takes with 500), `drop_stream` (swallow the next N
-stream chunks).
+stream chunks), `pause(True)` (job-takes hand out nothing, as when every worker is throttled).
+For tests to look at: `jobs` (each with its input, status, chunks, the workers that took it and
+when), `seen` (when each worker was last heard from) and `taking` (workers waiting for a job).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import uuid
@@ -30,6 +40,8 @@ from urllib.parse import parse_qs, urlsplit
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 LONG_POLL_S = 1.0
+PAYLOAD_LIMIT = 10_000_000  # RunPod's limit on a /run or /runsync body
+WORKER_LOST = "Worker lost: the workers running this job stopped responding, twice."
 
 
 @dataclass
@@ -39,6 +51,9 @@ class Job:
     timeout_s: float | None
     status: str = "IN_QUEUE"
     worker: str | None = None
+    workers: list[str] = field(default_factory=list)  # every worker that took it, in order
+    attempt: int = 0
+    losses: int = 0
     chunks: list[Any] = field(default_factory=list)
     streamed: int = 0  # chunks already returned by /stream
     output: Any = None
@@ -62,17 +77,23 @@ class Job:
 
 
 class StandIn:
-    def __init__(self, api_key: str, worker_key: str, execution_timeout_s: float) -> None:
+    def __init__(
+        self, api_key: str, worker_key: str, execution_timeout_s: float, worker_lost_s: float
+    ) -> None:
         self.api_key = api_key
         self.worker_key = worker_key
         self.execution_timeout_s = execution_timeout_s
+        self.worker_lost_s = worker_lost_s
         self.url = ""
         self.jobs: dict[str, Job] = {}
         self.queue: list[str] = []
         self.stops: dict[str, list[str]] = {}
-        self.pings: dict[str, float] = {}
+        self.seen: dict[str, float] = {}  # worker id → when it last sent anything
+        self.taking: set[str] = set()  # workers waiting in a job-take now: free for a job
+        self.retried = 0
         self.fail_get_job = 0
         self.drop_stream = 0
+        self.paused = False
         self.changed = threading.Condition()
 
     def worker_env(self, endpoint_id: str, worker_id: str = "worker-1") -> dict[str, str]:
@@ -132,52 +153,108 @@ class StandIn:
                 if job.status in counts:
                     counts[job.status] += 1
             busy = {job.worker for job in self.jobs.values() if job.status == "IN_PROGRESS"}
-            alive = {w for w, seen in self.pings.items() if time.monotonic() - seen < 30}
+            alive = set(self.alive_workers())
+            retried = self.retried
         return {
             "jobs": {
                 "completed": counts["COMPLETED"],
                 "failed": counts["FAILED"],
                 "inProgress": counts["IN_PROGRESS"],
                 "inQueue": counts["IN_QUEUE"],
-                "retried": 0,
+                "retried": retried,
             },
             "workers": {"idle": len(alive - busy), "running": len(alive & busy)},
         }
+
+    def alive_workers(self) -> list[str]:
+        now = time.monotonic()
+        return sorted(w for w, seen in self.seen.items() if now - seen < self.worker_lost_s)
+
+    # Lost workers.
+
+    def saw(self, worker: str) -> None:
+        with self.changed:
+            self.seen[worker] = time.monotonic()
+
+    def reap_lost(self) -> None:
+        """Requeues (once) or fails the jobs of workers that went quiet."""
+        now = time.monotonic()
+        with self.changed:
+            lost = [
+                job
+                for job in self.jobs.values()
+                if job.status == "IN_PROGRESS"
+                and job.worker is not None
+                and now - max(self.seen.get(job.worker, 0.0), job.started or 0.0)
+                > self.worker_lost_s
+            ]
+            for job in lost:
+                job.losses += 1
+                if job.losses == 1:
+                    self.retried += 1
+                    job.status, job.worker = "IN_QUEUE", None
+                    self.queue.insert(0, job.id)
+            self.changed.notify_all()
+        for job in lost:
+            if job.losses > 1:
+                self._end(job, "FAILED", error=WORKER_LOST)
+
+    def watch(self, stop: threading.Event) -> None:
+        while not stop.wait(0.2):
+            self.reap_lost()
 
     # Worker side.
 
     def take(self, worker: str) -> Job | None:
         with self.changed:
-            self.pings[worker] = time.monotonic()
-            self.changed.wait_for(lambda: self.queue, timeout=LONG_POLL_S)
-            if not self.queue:
+            self.taking.add(worker)
+            try:
+                self.changed.wait_for(lambda: self.queue and not self.paused, timeout=LONG_POLL_S)
+            finally:
+                self.taking.discard(worker)
+            if not self.queue or self.paused:
                 return None
             job = self.jobs[self.queue.pop(0)]
             job.status, job.worker, job.started = "IN_PROGRESS", worker, time.monotonic()
+            job.workers.append(worker)
+            job.attempt += 1
         if job.timeout_s:
-            timer = threading.Timer(job.timeout_s, self._end, (job, "TIMED_OUT", None))
+            timer = threading.Timer(job.timeout_s, self._time_out, (job, job.attempt))
             timer.daemon = True
             timer.start()
         return job
+
+    def _time_out(self, job: Job, attempt: int) -> None:
+        with self.changed:
+            current = job.attempt == attempt and job.status == "IN_PROGRESS"
+        if current:  # the timer of an attempt whose worker was lost counts no more
+            self._end(job, "TIMED_OUT", error=None)
+
+    def pause(self, paused: bool) -> None:
+        with self.changed:
+            self.paused = paused
+            self.changed.notify_all()
 
     def stop_signals(self, worker: str) -> list[str]:
         with self.changed:
             self.changed.wait_for(lambda: self.stops.get(worker), timeout=LONG_POLL_S)
             return self.stops.pop(worker, [])
 
-    def stream(self, job: Job, body: dict[str, Any]) -> None:
+    def stream(self, job: Job, worker: str, body: dict[str, Any]) -> None:
         with self.changed:
+            if job.worker != worker:
+                return  # a lost worker's late chunk
             if self.drop_stream:
                 self.drop_stream -= 1
             elif job.status == "IN_PROGRESS" and "output" in body:
                 job.chunks.append(body["output"])
             self.changed.notify_all()
 
-    def done(self, job: Job, body: dict[str, Any], is_stream: bool) -> None:
+    def done(self, job: Job, worker: str, body: dict[str, Any], is_stream: bool) -> None:
         with self.changed:
             job.done_posts += 1
-            if job.status != "IN_PROGRESS":
-                return  # a late answer for a job that was cancelled or timed out
+            if job.status != "IN_PROGRESS" or job.worker != worker:
+                return  # a late answer: the job was cancelled, timed out or its worker lost
             if body.get("error"):
                 job.output = body.get("output")
                 status, error = "FAILED", str(body["error"])
@@ -209,6 +286,8 @@ class _Handler(BaseHTTPRequestHandler):
         segments = parts.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if length > PAYLOAD_LIMIT:
+            return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "payload too large"})
         if len(segments) < 3 or segments[0] != "v2" or segments[1] != self.server.endpoint_id:
             return self._send(HTTPStatus.NOT_FOUND, {"error": "endpoint not found"})
         action, rest = segments[2], segments[3:]
@@ -248,8 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _worker(self, action: str, rest: list[str], query: dict[str, list[str]], raw: bytes):
         standin = self.server.standin
         worker = rest[0] if rest else ""
+        standin.saw(worker)
         if action == "ping":
-            standin.pings[worker] = time.monotonic()
             return self._send(HTTPStatus.OK, {})
         if action == "job-take":
             if standin.fail_get_job:
@@ -269,9 +348,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.NOT_FOUND, {"error": "job not found"})
         body = json.loads(raw)
         if action == "job-stream":
-            standin.stream(job, body)
+            standin.stream(job, worker, body)
         else:
-            standin.done(job, body, is_stream=query.get("isStream") == ["true"])
+            standin.done(job, worker, body, is_stream=query.get("isStream") == ["true"])
         return self._send(HTTPStatus.OK, {})
 
     def _send(self, status: HTTPStatus, body: object) -> None:
@@ -287,6 +366,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A worker that gave up on an answer (a retried post, a killed worker) is normal here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     def __init__(self, standin: StandIn, endpoint_id: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.standin = standin
@@ -299,18 +383,24 @@ def serve_runpod(
     endpoint_id: str = "ep-test",
     worker_key: str = "rpw_worker",
     execution_timeout_s: float = 600,
+    worker_lost_s: float = 10,
 ) -> Iterator[StandIn]:
     """Run the stand-in while the block runs; `.url` is "http://127.0.0.1:PORT"."""
-    standin = StandIn(api_key, worker_key, execution_timeout_s)
+    standin = StandIn(api_key, worker_key, execution_timeout_s, worker_lost_s)
     server = _Server(standin, endpoint_id)
     standin.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
     )
+    stop = threading.Event()
+    watcher = threading.Thread(target=standin.watch, args=(stop,), daemon=True)
     thread.start()
+    watcher.start()
     try:
         yield standin
     finally:
+        stop.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+        watcher.join(timeout=5)

@@ -1,0 +1,159 @@
+"""What cutting a long file into parallel serverless jobs buys, and what the remote path costs.
+
+One file of synthesised speech (the dialogue in several voices and speeds, joined by ffmpeg),
+three runs in one session:
+
+- baseline: `Engine.run` of the file in this process;
+- remote, 1 worker: `ServerlessBackend.run` through the RunPod stand-in, one worker process;
+- remote, N workers: the same with N worker processes (4 by default).
+
+Every run uses one CPU thread (OMP_NUM_THREADS=1), as every worker has one device of its own;
+workers are real (`runpod/start.sh`: the runpod SDK's worker loop and our handler) and warm
+before the clock starts, and each pool has a cache of its own, so no run reuses another's
+transcripts. The file is cut into parts of `--chunk-s` so N workers have work.
+
+    python bench/fanout.py [--minutes 10] [--workers 4] [--chunk-s 160] [--model bundled]
+
+Goals: remote with N workers at least 0.8 × min(N, cores) times as fast as with 1 worker; the
+1-worker run at most 1.15 × the local run.
+"""
+
+from __future__ import annotations
+
+# Before ctranslate2 loads: it reads the thread count once.
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from cloud.detect import Kind, Target  # noqa: E402
+from cloud.serverless import ServerlessBackend  # noqa: E402
+from engine.pipeline import Engine, EngineOptions  # noqa: E402
+from engine.protocol import JobSpec, ResultEvent, Source  # noqa: E402
+from tests.support.runpod_standin import serve_runpod  # noqa: E402
+from tests.support.runpod_workers import WorkerPool  # noqa: E402
+from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize  # noqa: E402
+from tests.support.wer import wer  # noqa: E402
+
+ENDPOINT = "ep-bench"
+API_KEY = "rpa_bench"
+# Variants of the dialogue, so the file is not one clip over and over: speed, voices swapped.
+VARIANTS = [(160, False), (140, True), (180, False), (150, True), (170, False), (190, True)]
+
+
+def long_clip(minutes: float) -> tuple[Path, float, str]:
+    """The dialogue in turns of voice and speed, joined until it lasts `minutes` (cached):
+    the file, its length and its script."""
+    folder = fixture_dir()
+    out = folder / f"bench_fanout_{minutes:g}min.wav"
+    clips, total = [], 0.0
+    while total < minutes * 60:
+        speed, swapped = VARIANTS[len(clips) % len(VARIANTS)]
+        lines = [(_swap(voice) if swapped else voice, text) for voice, text in DIALOGUE_EN]
+        clip = synthesize(lines, folder, f"bench_dialogue_{speed}_{int(swapped)}", speed=speed)
+        clips.append(clip.wav)
+        total += clip.duration
+    if not out.is_file():
+        listing = folder / f".{out.stem}.txt"
+        listing.write_text("".join(f"file '{wav}'\n" for wav in clips))
+        partial = out.with_name(f".{out.name}.part")
+        concat = ["-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", "-f", "wav"]
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *concat, str(partial)], check=True
+        )
+        os.replace(partial, out)
+    script = " ".join(text for _, text in DIALOGUE_EN)
+    return out, total, " ".join([script] * len(clips))
+
+
+def _swap(voice: str) -> str:
+    return {"en+m3": "en+f3", "en+f3": "en+m3"}.get(voice, voice)
+
+
+def spec_for(wav: Path, model: str) -> JobSpec:
+    # The title the serverless client sends for a file (its stem), here too: same decoding.
+    return JobSpec(source=Source(path=str(wav), title=wav.stem), whisper_model=model)
+
+
+def local_run(wav: Path, model: str, cache_dir: Path) -> tuple[float, ResultEvent]:
+    engine = Engine(EngineOptions(whisper_model=model, cache_dir=cache_dir, use_cache=False))
+    engine.warm()
+    start = time.perf_counter()
+    events = list(engine.run(spec_for(wav, model)))
+    return time.perf_counter() - start, _result(events, "local")
+
+
+def remote_run(
+    wav: Path, model: str, workers: int, chunk_s: float, home: Path
+) -> tuple[float, ResultEvent, int]:
+    """Wall time of the run with `workers` warm workers, its result, and how many jobs ran."""
+    with serve_runpod(api_key=API_KEY, endpoint_id=ENDPOINT) as standin:
+        pool = WorkerPool(standin, ENDPOINT, home / f"{workers}-workers", model=model)
+        try:
+            pool.ensure([f"worker-{i}" for i in range(workers)])
+            target = Target.assume(Kind.SERVERLESS, f"{standin.url}/v2/{ENDPOINT}")
+            backend = ServerlessBackend(target.url, API_KEY, target=target, chunk_s=chunk_s)
+            start = time.perf_counter()
+            events = list(backend.run(spec_for(wav, model)))
+            elapsed = time.perf_counter() - start
+            return elapsed, _result(events, f"{workers} worker(s)"), len(standin.jobs)
+        finally:
+            pool.stop()
+
+
+def _result(events: list, what: str) -> ResultEvent:
+    if not isinstance(events[-1], ResultEvent):
+        raise SystemExit(f"{what} failed: {events[-1]}")
+    return events[-1]
+
+
+def _text(result: ResultEvent) -> str:
+    return " ".join(cue.text for cue in result.cues)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--chunk-s", type=float, default=160)
+    parser.add_argument("--model", default="bundled")
+    args = parser.parse_args()
+
+    wav, audio_s, script = long_clip(args.minutes)
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="subtide-bench-") as tmp:
+        home = Path(tmp)
+        local_s, local = local_run(wav, args.model, home / "local-cache")
+        one_s, one, parts = remote_run(wav, args.model, 1, args.chunk_s, home)
+        many_s, many, _ = remote_run(wav, args.model, args.workers, args.chunk_s, home)
+
+    speedup = one_s / many_s
+    goal = 0.8 * min(args.workers, cores)
+    print(f"file: {audio_s / 60:.1f} min of speech and pauses, model: {args.model}")
+    print(f"cpu cores: {cores}, parts: {parts} of about {args.chunk_s:g} s, one thread each")
+    print(f"local Engine.run        {local_s:7.1f} s  (RTF {local_s / audio_s:.3f})")
+    print(f"serverless, 1 worker    {one_s:7.1f} s")
+    print(f"serverless, {args.workers} workers   {many_s:7.1f} s")
+    print(f"speed-up {args.workers} workers / 1: {speedup:.2f}  (goal >= {goal:.2f})")
+    print(f"overhead 1 worker / local: {one_s / local_s:.3f}  (goal <= 1.15)")
+    for name, result in (("local", local), ("1 worker", one), (f"{args.workers} workers", many)):
+        timings = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
+        print(f"  timings, {name}: {timings}")
+    # Compressed parts are heard as well as the whole file: the same word error rate.
+    local_wer, one_wer, many_wer = (wer(script, _text(r)) for r in (local, one, many))
+    print(f"WER against the script: local {local_wer:.3f}, 1 worker {one_wer:.3f}, ", end="")
+    print(f"{args.workers} workers {many_wer:.3f}")
+
+
+if __name__ == "__main__":
+    main()

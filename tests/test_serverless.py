@@ -1,0 +1,429 @@
+"""`ServerlessBackend` against the RunPod stand-in, with real workers (`runpod/start.sh` in the
+SDK's worker loop, on the bundled tiny.en model). Three workers serve one endpoint for the whole
+module; a test that kills some gets them back before the next test starts."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloud import audio
+from cloud.detect import Kind, Target
+from cloud.serverless import ID_STRIDE, ServerlessBackend
+from cloud.transport import AuthError, NotFoundError, UnreachableError
+from engine.protocol import (
+    Cue,
+    CuesEvent,
+    ErrorEvent,
+    Event,
+    JobSpec,
+    ProgressEvent,
+    ResultEvent,
+    Source,
+    Word,
+)
+from tests.support.http_server import serve_directory
+from tests.support.runpod_standin import WORKER_LOST, Job, StandIn, serve_runpod
+from tests.support.runpod_workers import WorkerPool, wait_for
+from tests.support.synth import DIALOGUE_EN, Clip, fixture_dir, synthesize
+from tests.support.wer import words
+
+pytestmark = pytest.mark.slow
+
+ENDPOINT = "ep-serverless"
+API_KEY = "rpa_test"
+WORKER_IDS = ("worker-a", "worker-b", "worker-c")
+MODEL = "bundled:tiny.en"
+LOST_S = 3.0
+WEATHER = [
+    ("en-us", "Good morning, everyone."),
+    ("en-us", "Today we are going to talk about the weather."),
+    ("en-us", "It was very cold last week."),
+    ("en-us", "This week it is warm and sunny."),
+    ("en-us", "Many people went to the beach on Sunday."),
+    ("en-us", "The water was still too cold for swimming."),
+    ("en-us", "Tomorrow it will rain in the afternoon."),
+    ("en-us", "Please take an umbrella with you."),
+    ("en-us", "Thank you for listening, and have a nice day."),
+]
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[StandIn]:
+    with serve_runpod(api_key=API_KEY, endpoint_id=ENDPOINT, worker_lost_s=LOST_S) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pool(standin, tmp_path_factory) -> Iterator[WorkerPool]:
+    workers = WorkerPool(standin, ENDPOINT, tmp_path_factory.mktemp("workers"), model=MODEL)
+    try:
+        yield workers
+    finally:
+        workers.stop()
+
+
+@pytest.fixture
+def workers(pool) -> WorkerPool:
+    """The module's workers, all running (a test may have killed some), with an empty cache."""
+    pool.ensure(WORKER_IDS)
+    pool.forget()
+    return pool
+
+
+@pytest.fixture(scope="module")
+def weather(tmp_path_factory) -> Clip:
+    """Plain sentences tiny.en hears word for word, with pauses to cut at, named "weather"."""
+    return synthesize(WEATHER, tmp_path_factory.mktemp("weather"), "weather", gap=1.0, speed=150)
+
+
+@pytest.fixture(scope="module")
+def media(clips) -> Iterator[str]:
+    with serve_directory(clips.short_mp4.parent) as url:
+        yield url
+
+
+def backend(standin: StandIn, endpoint: str = ENDPOINT, key: str = API_KEY, **options):
+    target = Target.assume(Kind.SERVERLESS, f"{standin.url}/v2/{endpoint}")
+    options = {"poll_s": 0.2, "retries": 1, "backoff_s": 0.05, **options}
+    return ServerlessBackend(target.url, key, target=target, **options)
+
+
+def _path(path: Path) -> JobSpec:
+    return JobSpec(source=Source(path=str(path)))
+
+
+def new_jobs(standin: StandIn, before: set[str]) -> list[Job]:
+    fresh = [job for job_id, job in standin.jobs.items() if job_id not in before]
+    return sorted(fresh, key=lambda job: job.submitted)
+
+
+def percents(events: list[Event]) -> list[float]:
+    return [e.percent for e in events if isinstance(e, ProgressEvent)]
+
+
+def text_of(cues) -> list[str]:
+    return words(" ".join(cue.text for cue in cues))
+
+
+def timed_words(cues: list[Cue]) -> list[Word]:
+    """The cues' words, normalised as `words` does, with their times."""
+    return [
+        Word(text=text, start=word.start, end=word.end)
+        for cue in cues
+        for word in cue.words or []
+        for text in words(word.text)
+    ]
+
+
+def consume(runner: ServerlessBackend, spec: JobSpec) -> tuple[list[Event], threading.Thread]:
+    """Reads the run in a thread of its own, as the app does; the list fills as events come."""
+    events: list[Event] = []
+
+    def read() -> None:
+        for event in runner.run(spec):
+            events.append(event)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return events, thread
+
+
+# --- Jobs that succeed ---------------------------------------------------------------------
+
+
+def test_url_job_waits_for_a_worker_then_streams_progress_cues_and_result(standin, workers, media):
+    # No free worker for a while: the client counts the wait.
+    standin.pause(True)
+    release = threading.Timer(2.5, standin.pause, (False,))
+    release.start()
+    spec = JobSpec(source=Source(url=f"{media}/short_en.mp4"), formats=["srt", "vtt"])
+    try:
+        events = list(backend(standin).run(spec))
+    finally:
+        release.cancel()
+        standin.pause(False)
+
+    waits = [
+        int(found[1])
+        for e in events
+        if isinstance(e, ProgressEvent) and e.stage == "queued"
+        if (found := re.fullmatch(r"Waiting for a worker \((\d+) s\)", e.message))
+    ]
+    assert waits == sorted(waits) and waits[-1] >= 2, waits
+    assert any(isinstance(e, ProgressEvent) and e.stage == "transcribe" for e in events)
+    streamed = [cue for e in events if isinstance(e, CuesEvent) for cue in e.cues]
+    result = events[-1]
+    assert isinstance(result, ResultEvent), result
+    assert streamed and {c.id for c in streamed} == {c.id for c in result.cues}
+    assert "summer" in " ".join(text_of(result.cues))
+    assert {f.format for f in result.files} == {"srt", "vtt"}  # rendered by the worker
+    assert percents(events) == sorted(percents(events)) and percents(events)[-1] == 100
+
+
+def test_file_job_sends_compressed_audio_not_a_path(standin, workers, clips):
+    before = set(standin.jobs)
+    events = list(backend(standin).run(JobSpec(source=Source(path=str(clips.short.wav)))))
+
+    result = events[-1]
+    assert isinstance(result, ResultEvent), result
+    assert "summer" in " ".join(text_of(result.cues)) and result.title == "short_en"
+    assert any(isinstance(e, CuesEvent) for e in events)
+    [job] = new_jobs(standin, before)
+    source = job.input["source"]
+    assert set(source) == {"audio_b64", "title"} and source["title"] == "short_en"
+    sent = base64.b64decode(source["audio_b64"])
+    assert sent.startswith(b"OggS") and b"OpusHead" in sent[:200]
+    # 16 kHz mono Opus: a fraction of the WAV's size.
+    assert len(sent) < clips.short.wav.stat().st_size / 8
+
+
+def test_long_file_runs_as_parallel_parts_and_merges_like_one_local_run(
+    standin, workers, weather, engine
+):
+    spec = JobSpec(source=Source(path=str(weather.wav)), whisper_model=MODEL)
+    runner = backend(standin, chunk_s=weather.duration / 2.5)
+    before = set(standin.jobs)
+    events = list(runner.run(spec))
+
+    remote = events[-1]
+    assert isinstance(remote, ResultEvent), remote
+    jobs = new_jobs(standin, before)
+    assert len(jobs) == 3 and {job.status for job in jobs} == {"COMPLETED"}
+    assert len({job.worker for job in jobs}) == 3  # one part per worker…
+    assert max(job.started for job in jobs) < min(job.finished for job in jobs)  # …at once
+    assert all(job.input["formats"] == [] for job in jobs)
+
+    # The same file in one local run, with what the parts were sent (the title is the stem).
+    local_spec = JobSpec(source=Source(path=str(weather.wav), title="weather"), whisper_model=MODEL)
+    local = list(engine.run(local_spec))[-1]
+    assert isinstance(local, ResultEvent), local
+    # Same words at the same times. Cue splits may differ: a part decoded without the audio
+    # before it sometimes comes back without punctuation, and then sentences share a cue.
+    mine, theirs = timed_words(remote.cues), timed_words(local.cues)
+    assert [w.text for w in mine] == [w.text for w in theirs]
+    for word, other in zip(mine, theirs, strict=True):
+        assert abs(word.start - other.start) < 0.4 and abs(word.end - other.end) < 0.4, word
+    first = 0
+    for cue in remote.cues:  # each cue starts at its first word, on the whole file's clock
+        assert abs(cue.start - theirs[first].start) < 0.4, cue
+        first += len(words(cue.text))
+
+    ids = [cue.id for cue in remote.cues]
+    assert len(set(ids)) == len(ids) and ids == sorted(ids)
+    assert {cue.id // ID_STRIDE for cue in remote.cues} == {0, 1, 2}
+    starts = [cue.start for cue in remote.cues]
+    assert starts == sorted(starts)
+    assert remote.language == "en" and remote.files == [] and remote.title == "weather"
+    assert remote.duration == pytest.approx(weather.duration, abs=0.05)
+    assert remote.timings["transcribe"] > 0 and remote.timings["wall"] > 0
+    # The streamed cues are the result's, by id, at the same times.
+    streamed = {cue.id: cue for e in events if isinstance(e, CuesEvent) for cue in e.cues}
+    assert streamed == {cue.id: cue for cue in remote.cues}
+    assert percents(events) == sorted(percents(events))
+
+
+def test_the_cli_renders_the_files_of_a_cut_file_from_its_cues(standin, workers, clips, tmp_path):
+    from app.cli import _run_one
+
+    job = JobSpec(source=Source(path=str(clips.short.wav)), formats=["srt", "vtt"])
+    runner = backend(standin, chunk_s=clips.short.duration / 2.5)
+    args = argparse.Namespace(output=tmp_path, quiet=True)
+    assert _run_one(runner, job, args, source_files=True) == 0
+
+    srt = (tmp_path / "short_en.srt").read_text()
+    assert "summer" in srt.lower() and srt.startswith("1\n00:00:00,5")
+    assert (tmp_path / "short_en.vtt").read_text().startswith("WEBVTT")
+
+
+def test_lost_stream_chunks_are_taken_from_the_status_output(standin, workers, clips):
+    standin.drop_stream = 10_000  # /stream returns nothing of this job
+    try:
+        events = list(backend(standin).run(JobSpec(source=Source(path=str(clips.short.wav)))))
+    finally:
+        standin.drop_stream = 0
+
+    result = events[-1]
+    assert isinstance(result, ResultEvent), result
+    assert "summer" in " ".join(text_of(result.cues))
+    [cues] = [e for e in events if isinstance(e, CuesEvent)]
+    assert cues.cues == result.cues
+
+
+def test_health_counts_workers(standin, workers):
+    health = backend(standin).health()
+    assert health.ok and health.device is None and health.version == "serverless"
+    assert re.fullmatch(r"\d workers idle, \d running; \d+ jobs queued", health.message)
+    with serve_runpod(api_key=API_KEY, endpoint_id=ENDPOINT) as empty:
+        message = backend(empty).health().message
+    assert message.startswith("no worker running: the first job starts one (cold start")
+
+
+# --- Cancel, failures, timeouts ------------------------------------------------------------
+
+
+def test_cancel_stops_every_part_and_the_workers_take_the_next_jobs(standin, workers, clips):
+    runner = backend(standin, chunk_s=clips.dialogue.duration / 2.5)
+    before = set(standin.jobs)
+    events, thread = consume(runner, JobSpec(source=Source(path=str(clips.dialogue.wav))))
+
+    def transcribing() -> bool:
+        jobs = new_jobs(standin, before)
+        running = len(jobs) == 3 and all(job.status == "IN_PROGRESS" for job in jobs)
+        return running and any(getattr(e, "stage", "") == "transcribe" for e in events)
+
+    wait_for(transcribing, 120, "the parts did not start")
+    runner.cancel()  # from this thread, as the app's Cancel button does
+    thread.join(30)
+
+    assert not thread.is_alive()
+    last = events[-1]
+    assert isinstance(last, ErrorEvent) and last.code == "cancelled", last
+    jobs = new_jobs(standin, before)
+    assert len(jobs) == 3 and {job.status for job in jobs} == {"CANCELLED"}
+    busy = {job.worker for job in jobs}
+    assert len(busy) == 3
+
+    # Each worker stops its part and takes the next job: three parts, held back until all
+    # three workers wait for one, so each takes one.
+    short = clips.short
+    after = set(standin.jobs)
+    standin.pause(True)
+    try:
+        wait_for(lambda: standin.taking >= busy, 60, "a worker did not stop its part")
+        runner = backend(standin, chunk_s=short.duration / 2.5)
+        events, thread = consume(runner, _path(short.wav))
+        wait_for(lambda: len(standin.queue) == 3, 30, "the parts were not sent")
+    finally:
+        standin.pause(False)
+    thread.join(60)
+    assert isinstance(events[-1], ResultEvent), events[-1]
+    again = new_jobs(standin, after)
+    assert {job.worker for job in again} == busy and {j.status for j in again} == {"COMPLETED"}
+
+
+def test_failed_job_reports_the_workers_error_and_hint(standin, workers, media, engine):
+    spec = JobSpec(source=Source(url=f"{media}/missing.mp4"))
+    events = list(backend(standin).run(spec))
+    local = list(engine.run(spec))[-1]
+
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and isinstance(local, ErrorEvent)
+    assert error == local and error.code == "source_unavailable" and error.hint
+
+    # Without the streamed Event, the status' error still says what happened.
+    standin.drop_stream = 10_000
+    try:
+        events = list(backend(standin).run(spec))
+    finally:
+        standin.drop_stream = 0
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.code == "backend_unavailable"
+    assert local.message in error.message and "RunPod console" in (error.hint or "")
+
+
+def test_execution_timeout_is_explained(standin, workers, clips):
+    before = set(standin.jobs)
+    runner = backend(standin, execution_timeout_s=1.0)
+    events = list(runner.run(_path(clips.dialogue.wav)))
+
+    error = events[-1]
+    assert isinstance(error, ErrorEvent), error
+    assert error.code == "backend_unavailable" and "execution timeout" in error.message
+    assert "execution timeout" in (error.hint or "") and "pod" in (error.hint or "")
+    [job] = new_jobs(standin, before)
+    assert job.status == "TIMED_OUT"
+
+
+def test_wrong_key_wrong_endpoint_and_no_endpoint(standin, clips):
+    spec = _path(clips.short.wav)
+    wrong_key = backend(standin, key="rpa_wrong")
+    error = list(wrong_key.run(spec))[-1]
+    assert isinstance(error, ErrorEvent) and error.code == "auth"
+    assert "refused the key (401)" in error.message
+    assert error.hint == wrong_key.target.hint(401) and "Read/Write" in error.hint
+    with pytest.raises(AuthError):
+        wrong_key.health()
+
+    wrong_id = backend(standin, endpoint="ep-nope")
+    error = list(wrong_id.run(spec))[-1]
+    assert isinstance(error, ErrorEvent) and error.code == "backend_unavailable"
+    assert error.hint == wrong_id.target.hint(404) and "ep-nope" in error.hint
+    with pytest.raises(NotFoundError):
+        wrong_id.health()
+
+    target = Target.assume(Kind.SERVERLESS, "http://127.0.0.1:9/v2/ep-gone")
+    gone = ServerlessBackend(target.url, API_KEY, target=target, retries=1, backoff_s=0.05)
+    with pytest.raises(UnreachableError):
+        gone.health()
+    error = list(gone.run(spec))[-1]
+    assert isinstance(error, ErrorEvent) and error.code == "backend_unavailable"
+    assert "Could not reach" in error.message
+
+
+def test_a_bad_file_is_refused_before_anything_is_sent(standin, tmp_path):
+    before = set(standin.jobs)
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio")
+    for path in (text, tmp_path / "absent.mp4"):
+        error = list(backend(standin).run(_path(path)))[-1]
+        assert isinstance(error, ErrorEvent) and error.code == "bad_input"
+        assert path.name in error.message and str(tmp_path) not in error.message
+    assert set(standin.jobs) == before
+
+
+# --- Lost workers ---------------------------------------------------------------------------
+
+
+def test_a_lost_worker_is_retried_elsewhere_and_a_second_loss_fails(standin, workers, clips):
+    clip = synthesize(DIALOGUE_EN[:6], fixture_dir(), "serverless_retry", gap=0.7)
+    runner = backend(standin)
+
+    before = set(standin.jobs)
+    events, thread = consume(runner, _path(clip.wav))
+    job = _when_transcribing(standin, before)
+    first = job.worker
+    workers.kill(first)
+    thread.join(120)
+    result = events[-1]
+    assert isinstance(result, ResultEvent), result
+    assert text_of(result.cues)[:4] == ["have", "you", "decided", "where"]
+    assert job.losses == 1 and job.workers[0] == first and job.workers[-1] != first
+    assert standin.health()["jobs"]["retried"] >= 1
+
+    before = set(standin.jobs)
+    events, thread = consume(runner, _path(clip.wav))
+    job = _when_transcribing(standin, before)
+    workers.kill(job.worker)
+    wait_for(lambda: job.attempt == 2 and job.status == "IN_PROGRESS", 30, "no retry")
+    workers.kill(job.worker)
+    thread.join(60)
+    error = events[-1]
+    assert isinstance(error, ErrorEvent) and error.code == "backend_unavailable", error
+    assert WORKER_LOST in error.message and "RunPod console" in (error.hint or "")
+    assert job.status == "FAILED"
+
+
+def _when_transcribing(standin: StandIn, before: set[str]) -> Job:
+    """The one new job, once its worker says it is transcribing (the model is at work)."""
+
+    def transcribing() -> bool:
+        jobs = new_jobs(standin, before)
+        return bool(jobs) and any(chunk.get("stage") == "transcribe" for chunk in jobs[0].chunks)
+
+    wait_for(transcribing, 120, "the job did not start transcribing")
+    return new_jobs(standin, before)[0]
+
+
+def test_pieces_are_cut_in_the_pause_nearest_each_boundary():
+    pauses = [audio.Silence(9.0, 9.6), audio.Silence(11.5, 12.5), audio.Silence(25.0, 26.0)]
+    pieces = audio.plan_pieces(30.0, pauses, chunk_s=10.0)
+    # 10 → the pause at 9.0–9.6; 20 → no pause within 2 s, so the boundary itself.
+    assert [(p.start, p.end) for p in pieces] == [(0.0, 9.3), (9.3, 20.0), (20.0, 30.0)]
+    assert audio.plan_pieces(8.0, pauses, chunk_s=10.0) == [audio.Piece(0, 0.0, 8.0)]
