@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from cloud import audio
 from cloud.detect import Kind, Target, detect
 from cloud.transport import (
     DEFAULT_TIMEOUT,
@@ -96,9 +97,8 @@ class HttpBackend:
 
     `target`, when given, is used as it is (a stand-in or a proxy in tests, a URL classified
     elsewhere); otherwise `url` is classified, and a URL that can't be a backend, or is a
-    serverless queue endpoint, raises a `bad_input` SubtideError. Local files are uploaded as
-    they are (multipart); a later change may compress them to audio first, as the serverless
-    client does.
+    serverless queue endpoint, raises a `bad_input` SubtideError. A local file's audio is
+    uploaded as 16 kHz mono Opus (multipart), as the serverless client sends it.
     """
 
     def __init__(
@@ -251,17 +251,17 @@ class HttpBackend:
         """`file` = the media, `job` = the JobSpec without its source (the server makes the
         upload its source; the file's name becomes the title)."""
         spec = job.model_dump(mode="json", exclude={"source"}, exclude_unset=True)
-        name = _upload_name(job, path)
-        with path.open("rb") as media:
-            # A retry re-reads the file from its start (httpx seeks before each send).
-            return self._transport.request(
-                "POST",
-                "/api/jobs",
-                idempotent=False,
-                files={"file": (name, media, "application/octet-stream")},
-                data={"job": json.dumps(spec)},
-                timeout=_UPLOAD_TIMEOUT,
-            )
+        # The server hears 16 kHz mono anyway: as Opus, a film's upload takes seconds, not the
+        # minutes its video would.
+        media = audio.encode_opus(path)
+        return self._transport.request(
+            "POST",
+            "/api/jobs",
+            idempotent=False,
+            files={"file": (_upload_name(job, path), media, "audio/ogg")},
+            data={"job": json.dumps(spec)},
+            timeout=_UPLOAD_TIMEOUT,
+        )
 
     def _follow(self, job_id: str) -> Iterator[Event]:
         """The job's events through its result or error, resuming a dropped stream after the
@@ -432,10 +432,8 @@ def _local_file(job: JobSpec) -> Path | None:
 
 def _upload_name(job: JobSpec, path: Path) -> str:
     """The upload's file name: the server takes its stem as the title."""
-    if not job.source.title:
-        return path.name
-    title = job.source.title.replace("/", " ").replace("\\", " ").strip() or path.stem
-    return title + path.suffix
+    title = (job.source.title or "").replace("/", " ").replace("\\", " ").strip()
+    return (title or path.stem) + ".ogg"
 
 
 def _says_failed(response: httpx.Response) -> bool:
