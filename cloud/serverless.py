@@ -279,6 +279,7 @@ class ServerlessBackend:
         body: dict[str, Any] = {"input": _part_input(plan, part)}
         if self.execution_timeout_s:
             body["policy"] = {"executionTimeout": int(self.execution_timeout_s * 1000)}
+        _check_size(body)
         # Not idempotent: a repeated /run would start a second, paid job.
         response = self.transport.request("POST", "/run", idempotent=False, json=body)
         answer = _json(response, self.target)
@@ -553,6 +554,18 @@ def _part_input(plan: _Plan, part: _Part) -> dict[str, Any]:
         source = Source(audio_b64=encoded, title=plan.title)
         job = job.model_copy(update={"source": source, "formats": formats})
     return job.model_dump(mode="json", exclude_none=True)
+
+
+def _check_size(body: dict[str, Any]) -> None:
+    """Refuses a job RunPod would refuse (audio_b64 given by the caller can be any size)."""
+    size = len(json.dumps(body, separators=(",", ":")))
+    if size > audio.RUNPOD_PAYLOAD_LIMIT:
+        raise SubtideError(
+            "bad_input",
+            f"The job is {size / 1e6:.1f} MB, more than one request to RunPod may carry "
+            f"({audio.RUNPOD_PAYLOAD_LIMIT / 1e6:.0f} MB).",
+            "Send the file by its path (it is then compressed and cut to fit) or as a URL.",
+        )
 
 
 def _json(response: Any, target: Target) -> dict[str, Any]:
