@@ -1,7 +1,7 @@
 """What cutting a long file into parallel serverless jobs buys, and what the remote path costs.
 
 One file of synthesised speech (the dialogue in several voices and speeds, joined by ffmpeg),
-three runs in one session:
+three kinds of run in one session, taken in turn `--runs` times (medians are compared):
 
 - baseline: `Engine.run` of the file in this process;
 - remote, 1 worker: `ServerlessBackend.run` through the RunPod stand-in, one worker process;
@@ -9,10 +9,10 @@ three runs in one session:
 
 Every run uses one CPU thread (OMP_NUM_THREADS=1), as every worker has one device of its own;
 workers are real (`runpod/start.sh`: the runpod SDK's worker loop and our handler) and warm
-before the clock starts, and each pool has a cache of its own, so no run reuses another's
+before the clock starts, and their cache is emptied before each run, so no run reuses another's
 transcripts. The file is cut into parts of `--chunk-s` so N workers have work.
 
-    python bench/fanout.py [--minutes 10] [--workers 4] [--chunk-s 160] [--model bundled]
+    python bench/fanout.py [--minutes 10] [--workers 4] [--chunk-s 160] [--model bundled] [--runs 1]
 
 Goals: remote with N workers at least 0.8 × min(N, cores) times as fast as with 1 worker; the
 1-worker run at most 1.15 × the local run.
@@ -27,10 +27,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,30 +87,40 @@ def spec_for(wav: Path, model: str) -> JobSpec:
     return JobSpec(source=Source(path=str(wav), title=wav.stem), whisper_model=model)
 
 
-def local_run(wav: Path, model: str, cache_dir: Path) -> tuple[float, ResultEvent]:
-    engine = Engine(EngineOptions(whisper_model=model, cache_dir=cache_dir, use_cache=False))
-    engine.warm()
-    start = time.perf_counter()
-    events = list(engine.run(spec_for(wav, model)))
-    return time.perf_counter() - start, _result(events, "local")
+class Local:
+    """The baseline: the engine in this process, its model loaded once."""
+
+    def __init__(self, model: str, cache_dir: Path) -> None:
+        self.model = model
+        self.engine = Engine(
+            EngineOptions(whisper_model=model, cache_dir=cache_dir, use_cache=False)
+        )
+        self.engine.warm()
+
+    def run(self, wav: Path) -> tuple[float, ResultEvent]:
+        start = time.perf_counter()
+        events = list(self.engine.run(spec_for(wav, self.model)))
+        return time.perf_counter() - start, _result(events, "local")
 
 
-def remote_run(
-    wav: Path, model: str, workers: int, chunk_s: float, home: Path
-) -> tuple[float, ResultEvent, int]:
-    """Wall time of the run with `workers` warm workers, its result, and how many jobs ran."""
-    with serve_runpod(api_key=API_KEY, endpoint_id=ENDPOINT) as standin:
-        pool = WorkerPool(standin, ENDPOINT, home / f"{workers}-workers", model=model)
-        try:
-            pool.ensure([f"worker-{i}" for i in range(workers)])
-            target = Target.assume(Kind.SERVERLESS, f"{standin.url}/v2/{ENDPOINT}")
-            backend = ServerlessBackend(target.url, API_KEY, target=target, chunk_s=chunk_s)
-            start = time.perf_counter()
-            events = list(backend.run(spec_for(wav, model)))
-            elapsed = time.perf_counter() - start
-            return elapsed, _result(events, f"{workers} worker(s)"), len(standin.jobs)
-        finally:
-            pool.stop()
+class Remote:
+    """An endpoint (the stand-in) with `workers` warm worker processes."""
+
+    def __init__(self, stack: ExitStack, model: str, workers: int, home: Path) -> None:
+        self.model, self.workers = model, workers
+        self.standin = stack.enter_context(serve_runpod(api_key=API_KEY, endpoint_id=ENDPOINT))
+        self.pool = WorkerPool(self.standin, ENDPOINT, home / f"{workers}-workers", model=model)
+        stack.callback(self.pool.stop)
+        self.pool.ensure([f"worker-{i}" for i in range(workers)])
+
+    def run(self, wav: Path, chunk_s: float) -> tuple[float, ResultEvent]:
+        self.pool.forget()  # no transcript of an earlier run is reused
+        target = Target.assume(Kind.SERVERLESS, f"{self.standin.url}/v2/{ENDPOINT}")
+        backend = ServerlessBackend(target.url, API_KEY, target=target, chunk_s=chunk_s)
+        start = time.perf_counter()
+        events = list(backend.run(spec_for(wav, self.model)))
+        elapsed = time.perf_counter() - start
+        return elapsed, _result(events, f"{self.workers} worker(s)")
 
 
 def _result(events: list, what: str) -> ResultEvent:
@@ -127,32 +139,47 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--chunk-s", type=float, default=160)
     parser.add_argument("--model", default="bundled")
+    parser.add_argument("--runs", type=int, default=1, help="rounds of the three runs (medians)")
     args = parser.parse_args()
 
     wav, audio_s, script = long_clip(args.minutes)
     cores = os.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="subtide-bench-") as tmp:
+    times: dict[str, list[float]] = {"local": [], "one": [], "many": []}
+    with tempfile.TemporaryDirectory(prefix="subtide-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
-        local_s, local = local_run(wav, args.model, home / "local-cache")
-        one_s, one, parts = remote_run(wav, args.model, 1, args.chunk_s, home)
-        many_s, many, _ = remote_run(wav, args.model, args.workers, args.chunk_s, home)
+        local = Local(args.model, home / "local-cache")
+        one = Remote(stack, args.model, 1, home)
+        many = Remote(stack, args.model, args.workers, home)
+        for _ in range(args.runs):  # alternated, so drift in the machine's speed hits all three
+            seconds, local_result = local.run(wav)
+            times["local"].append(seconds)
+            seconds, one_result = one.run(wav, args.chunk_s)
+            times["one"].append(seconds)
+            seconds, many_result = many.run(wav, args.chunk_s)
+            times["many"].append(seconds)
+        parts = len(one.standin.jobs) // args.runs
 
-    speedup = one_s / many_s
+    local_s, one_s, many_s = (statistics.median(times[k]) for k in ("local", "one", "many"))
     goal = 0.8 * min(args.workers, cores)
     print(f"file: {audio_s / 60:.1f} min of speech and pauses, model: {args.model}")
     print(f"cpu cores: {cores}, parts: {parts} of about {args.chunk_s:g} s, one thread each")
+    print(f"runs: {args.runs}, medians of each; all times: " + _all(times))
     print(f"local Engine.run        {local_s:7.1f} s  (RTF {local_s / audio_s:.3f})")
     print(f"serverless, 1 worker    {one_s:7.1f} s")
     print(f"serverless, {args.workers} workers   {many_s:7.1f} s")
-    print(f"speed-up {args.workers} workers / 1: {speedup:.2f}  (goal >= {goal:.2f})")
+    print(f"speed-up {args.workers} workers / 1: {one_s / many_s:.2f}  (goal >= {goal:.2f})")
     print(f"overhead 1 worker / local: {one_s / local_s:.3f}  (goal <= 1.15)")
-    for name, result in (("local", local), ("1 worker", one), (f"{args.workers} workers", many)):
+    last = {"local": local_result, "1 worker": one_result, f"{args.workers} workers": many_result}
+    for name, result in last.items():
         timings = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
-        print(f"  timings, {name}: {timings}")
+        print(f"  timings (last run), {name}: {timings}")
     # Compressed parts are heard as well as the whole file: the same word error rate.
-    local_wer, one_wer, many_wer = (wer(script, _text(r)) for r in (local, one, many))
-    print(f"WER against the script: local {local_wer:.3f}, 1 worker {one_wer:.3f}, ", end="")
-    print(f"{args.workers} workers {many_wer:.3f}")
+    errors = ", ".join(f"{name} {wer(script, _text(r)):.3f}" for name, r in last.items())
+    print(f"WER against the script: {errors}")
+
+
+def _all(times: dict[str, list[float]]) -> str:
+    return "; ".join(f"{k} " + " ".join(f"{t:.1f}" for t in v) for k, v in times.items())
 
 
 if __name__ == "__main__":

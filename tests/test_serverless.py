@@ -375,6 +375,10 @@ def test_a_bad_file_is_refused_before_anything_is_sent(standin, tmp_path):
         error = list(backend(standin).run(_path(path)))[-1]
         assert isinstance(error, ErrorEvent) and error.code == "bad_input"
         assert path.name in error.message and str(tmp_path) not in error.message
+    # Audio the caller encoded itself, too big for one request to RunPod.
+    big = JobSpec(source=Source(audio_b64=base64.b64encode(bytes(8_000_000)).decode()))
+    error = list(backend(standin).run(big))[-1]
+    assert isinstance(error, ErrorEvent) and error.code == "bad_input" and "10 MB" in error.message
     assert set(standin.jobs) == before
 
 

@@ -1,7 +1,7 @@
 """A stand-in for RunPod's serverless control plane on 127.0.0.1, playing both of its sides.
 
 Client side (what `cloud/serverless.py` and curl talk to), under `/v2/{endpoint}`, Bearer auth:
-`POST /run`, `POST /runsync` (bodies over 10 MB are refused with 413, as RunPod does),
+`POST /run`, `POST /runsync` (bodies over 10 MB, 20 MB for /runsync, are refused with 413),
 `GET|POST /status/{id}`, `GET|POST /stream/{id}` (the chunks not returned yet),
 `POST /cancel/{id}`, `GET /health`. Statuses go IN_QUEUE → IN_PROGRESS → COMPLETED / FAILED /
 CANCELLED / TIMED_OUT (`policy.executionTimeout`, ms, per job, counted per attempt).
@@ -40,7 +40,8 @@ from urllib.parse import parse_qs, urlsplit
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 LONG_POLL_S = 1.0
-PAYLOAD_LIMIT = 10_000_000  # RunPod's limit on a /run or /runsync body
+# RunPod's limits on a request body.
+PAYLOAD_LIMITS = {"run": 10_000_000, "runsync": 20_000_000}
 WORKER_LOST = "Worker lost: the workers running this job stopped responding, twice."
 
 
@@ -286,11 +287,11 @@ class _Handler(BaseHTTPRequestHandler):
         segments = parts.path.strip("/").split("/")
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        if length > PAYLOAD_LIMIT:
-            return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "payload too large"})
         if len(segments) < 3 or segments[0] != "v2" or segments[1] != self.server.endpoint_id:
             return self._send(HTTPStatus.NOT_FOUND, {"error": "endpoint not found"})
         action, rest = segments[2], segments[3:]
+        if length > PAYLOAD_LIMITS.get(action, length):
+            return self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "payload too large"})
         if action in {"job-take", "job-stop", "job-stream", "job-done", "ping"}:
             if self.headers.get("Authorization") != standin.worker_key:
                 return self._send(HTTPStatus.UNAUTHORIZED, {"error": "bad worker key"})
