@@ -6,5 +6,16 @@ it answers. Only engine.protocol is imported from the engine, so this works with
 
 from cloud.connect import Check, check, connect
 from cloud.detect import Kind, Target, detect
+from cloud.http import HttpBackend
+from cloud.serverless import ServerlessBackend
 
-__all__ = ["Check", "Kind", "Target", "check", "connect", "detect"]
+__all__ = [
+    "Check",
+    "HttpBackend",
+    "Kind",
+    "ServerlessBackend",
+    "Target",
+    "check",
+    "connect",
+    "detect",
+]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloud.detect import Kind, Target, detect
+from cloud.http import HttpBackend
+from cloud.serverless import ServerlessBackend
 from engine.protocol import Backend, Health, SubtideError
 
 
@@ -16,11 +18,7 @@ def connect(url: str, api_key: str | None = None) -> Backend:
 def _backend(target: Target, api_key: str | None) -> Backend:
     key = (api_key or "").strip() or None
     if target.kind is Kind.SERVERLESS:
-        from cloud.serverless import ServerlessBackend
-
         return ServerlessBackend(target.url, key, target=target)
-    from cloud.http import HttpBackend
-
     return HttpBackend(target.url, key, target=target)
 
 

@@ -599,7 +599,11 @@ class Engine:
         track: SpeakerTrack | None,
     ) -> Generator[Event, None, tuple[str, Translations]]:
         duration = len(audio) / SAMPLE_RATE
-        options = DecodeOptions(language=job.source_lang, initial_prompt=title)
+        # A video's title primes Whisper with its names and terms; a file's name (an upload, a
+        # part of a file cut for parallel workers) says little and can cost punctuation, so a
+        # file transcribes the same wherever it runs.
+        prompt = title if job.source.url else None
+        options = DecodeOptions(language=job.source_lang, initial_prompt=prompt)
         yield progress.event("transcribe", message="Preparing the speech model")
         choice = resolve_model(
             job.whisper_model or self.options.whisper_model, self.options.cache_dir / "models"
