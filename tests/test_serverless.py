@@ -4,9 +4,11 @@ module; a test that kills some gets them back before the next test starts."""
 
 from __future__ import annotations
 
-import argparse
 import base64
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +37,8 @@ from tests.support.synth import DIALOGUE_EN, Clip, fixture_dir, synthesize
 from tests.support.wer import words
 
 pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ENDPOINT = "ep-serverless"
 API_KEY = "rpa_test"
@@ -229,17 +233,56 @@ def test_long_file_runs_as_parallel_parts_and_merges_like_one_local_run(
     assert percents(events) == sorted(percents(events))
 
 
-def test_the_cli_renders_the_files_of_a_cut_file_from_its_cues(standin, workers, clips, tmp_path):
-    from app.cli import _run_one
+def test_the_cli_runs_sources_at_once_on_the_endpoint(standin, workers, clips, tmp_path):
+    second = tmp_path / "second.wav"
+    second.write_bytes(clips.short.wav.read_bytes())
+    url = f"{standin.url}/v2/{ENDPOINT}/runsync"  # as pasted: the route is trimmed
+    env = {**os.environ, "SUBTIDE_BACKEND_KEY": API_KEY}
+    cli = [sys.executable, "-m", "app.cli"]
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            *cli,
+            "run",
+            str(clips.short.wav),
+            str(second),
+            "--backend",
+            url,
+            "-j",
+            "2",
+            "-o",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["second.srt", "short_en.srt"]
+    assert "summer" in (out / "second.srt").read_text().lower()
+    # The two jobs ran at once, on two workers.
+    jobs = list(standin.jobs.values())[-2:]
+    assert len({job.worker for job in jobs}) == 2
+    assert max(job.started for job in jobs) < min(job.finished for job in jobs)
 
-    job = JobSpec(source=Source(path=str(clips.short.wav)), formats=["srt", "vtt"])
-    runner = backend(standin, chunk_s=clips.short.duration / 2.5)
-    args = argparse.Namespace(output=tmp_path, quiet=True)
-    assert _run_one(runner, job, args, source_files=True) == 0
-
-    srt = (tmp_path / "short_en.srt").read_text()
-    assert "summer" in srt.lower() and srt.startswith("1\n00:00:00,5")
-    assert (tmp_path / "short_en.vtt").read_text().startswith("WEBVTT")
+    check = subprocess.run(
+        [*cli, "check", url], env=env, capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "RunPod serverless endpoint (queue)" in check.stdout and "idle" in check.stdout
+    wrong = subprocess.run(
+        [*cli, "check", url, "--key", "rpa_wrong"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+    assert wrong.returncode == 1 and "Read/Write" in wrong.stdout
+    assert "rpa_wrong" not in wrong.stdout + wrong.stderr
 
 
 def test_lost_stream_chunks_are_taken_from_the_status_output(standin, workers, clips):
