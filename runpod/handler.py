@@ -8,9 +8,7 @@ Event also ends the job as FAILED with its message.
 from __future__ import annotations
 
 import logging
-import queue
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,15 +29,12 @@ from pydantic import ValidationError  # noqa: E402
 from app.config import Settings  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
 from engine.protocol import (  # noqa: E402
-    Cue,
-    CuesEvent,
     ErrorEvent,
-    Event,
     JobSpec,
-    ProgressEvent,
     SubtideError,
     validation_problems,
 )
+from engine.stream import ReadAhead  # noqa: E402
 
 log = logging.getLogger("subtide.runpod")
 
@@ -67,7 +62,7 @@ def read_spec(job_input: object) -> JobSpec:
 
 
 def make_handler(engine: Engine) -> Handler:
-    previous: list[_Ahead] = []
+    previous: list[ReadAhead] = []
 
     def handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
         try:
@@ -82,7 +77,7 @@ def make_handler(engine: Engine) -> Handler:
         # before is stopped here first (a job that ended is already over: nothing to stop).
         while previous:
             previous.pop().stop()
-        events = _Ahead(engine.run(spec), engine.cancel)
+        events = ReadAhead(engine.run(spec), engine.cancel)
         previous.append(events)
         last = None
         try:
@@ -99,75 +94,6 @@ def make_handler(engine: Engine) -> Handler:
             yield {"error": last.message}
 
     return handler
-
-
-class _Ahead:
-    """The engine's Events, produced in a thread of their own and sent in as few chunks as
-    they allow.
-
-    The SDK posts each chunk to RunPod before it asks for the next one, a round trip each.
-    Pulled directly, the engine would stand still for every one of them; here it keeps
-    transcribing meanwhile, and what piled up by the next ask goes as one chunk per kind.
-    """
-
-    _END = object()
-
-    def __init__(self, events: Iterator[Event], cancel: Callable[[], None]) -> None:
-        self._queue: queue.Queue[object] = queue.Queue()
-        self._cancel = cancel
-        self._stopping = threading.Event()
-        self._ended = False  # the end was taken from the queue: nothing more will come
-        self._thread = threading.Thread(target=self._pump, args=(events,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, events: Iterator[Event]) -> None:
-        try:
-            for event in events:
-                # Cancelled only while the engine is paused at an Event, so it always sees the
-                # cancel and clears it when it ends: a job that had already ended would leave
-                # it set, and the worker's next job would stop at once.
-                if self._stopping.is_set():
-                    self._cancel()
-                self._queue.put(event)
-        finally:
-            self._queue.put(self._END)
-
-    def __iter__(self) -> Iterator[Event]:
-        while not self._ended:
-            waiting = [self._queue.get()]
-            while not self._queue.empty():
-                waiting.append(self._queue.get_nowait())
-            self._ended = waiting[-1] is self._END
-            yield from coalesce([e for e in waiting if e is not self._END])  # type: ignore[misc]
-
-    def stop(self) -> None:
-        """Cancels the engine and waits for it to wind down, dropping what it still yields;
-        nothing to do once its Events have ended."""
-        self._stopping.set()
-        for _ in self:
-            pass
-        self._thread.join()
-
-
-def coalesce(events: list[Event]) -> Iterator[Event]:
-    """Events that came together as fewer: their cues in one event (a later copy of a cue
-    replaces an earlier one in place), then the latest progress (percent only grows), then
-    the result or error, which ends a job."""
-    cues: dict[int, Cue] = {}
-    progress: ProgressEvent | None = None
-    ends: list[Event] = []
-    for event in events:
-        if isinstance(event, CuesEvent):
-            cues.update((cue.id, cue) for cue in event.cues)
-        elif isinstance(event, ProgressEvent):
-            progress = event
-        else:
-            ends.append(event)
-    if cues:
-        yield CuesEvent(cues=list(cues.values()))
-    if progress is not None:
-        yield progress
-    yield from ends
 
 
 def main() -> None:
