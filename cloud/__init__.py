@@ -1,7 +1,8 @@
 """Clients for remote Subtide backends (RunPod serverless, pods, self-hosted servers).
 
 `connect(url, key)` gives the Backend for a URL; `check(url, key)` says what it is and whether
-it answers. Only engine.protocol is imported from the engine, so this works without a model.
+it answers. Only engine.protocol and engine.ffmpeg (the standard library and pydantic) are
+imported from the engine, so this works without a model.
 """
 
 from cloud.connect import Check, check, connect

@@ -15,11 +15,11 @@ import base64
 import json
 import math
 import re
-import subprocess
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.ffmpeg import require_file, run_on
 from engine.protocol import SubtideError
 
 SAMPLE_RATE = 16000
@@ -87,9 +87,9 @@ def max_chunk_s(budget: int = AUDIO_PAYLOAD_BUDGET, bitrate: int = OPUS_BITRATE)
 def probe_duration(path: Path) -> float:
     """The file's length in seconds (0.0 when its container does not say); refuses files
     without audio."""
-    _require_file(path)
+    require_file(path)
     command = ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"]
-    result = _ffmpeg(command, path)
+    result = run_on(command, path)
     if result.returncode != 0:
         raise SubtideError(
             "bad_input",
@@ -115,7 +115,7 @@ def decode_with_silences(path: Path, wav: Path) -> tuple[float, list[Silence]]:
     head = ["ffmpeg", "-nostdin", "-nostats", "-hide_banner", "-v", "info"]
     tail = ["-vn", "-sn", "-dn", "-af", detect, "-ac", "1", "-ar", str(SAMPLE_RATE)]
     tail += ["-c:a", "pcm_s16le", "-f", "wav", "-y", f"file:{wav}"]
-    result = _ffmpeg(head, path, tail)
+    result = run_on(head, path, tail)
     stderr = result.stderr.decode(errors="replace")
     if result.returncode != 0:
         raise SubtideError("bad_input", f"Could not decode the audio of {path.name}")
@@ -184,7 +184,7 @@ def encode_opus(
     tail = ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "libopus"]
     tail += ["-b:a", str(bitrate), "-vbr", "constrained", "-compression_level", str(OPUS_EFFORT)]
     tail += ["-f", "ogg", "pipe:1"]
-    result = _ffmpeg(head, path, tail)
+    result = run_on(head, path, tail)
     if result.returncode != 0 or not result.stdout:
         raise SubtideError("bad_input", f"Could not compress the audio of {path.name}")
     return result.stdout
@@ -192,27 +192,6 @@ def encode_opus(
 
 def to_b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _require_file(path: Path) -> None:
-    if not path.is_file():
-        raise SubtideError("bad_input", f"File not found: {path.name}")
-    if path.stat().st_size == 0:
-        raise SubtideError("bad_input", f"{path.name} is empty (0 bytes)")
-
-
-def _ffmpeg(
-    head: list[str], path: Path, tail: list[str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    # "file:" stops a name like "concat:a|b" being read as a protocol, and the whitelist stops
-    # a playlist inside the file from sending ffmpeg onto the network.
-    source = ["-protocol_whitelist", "file", "-i", f"file:{path.resolve()}"]
-    try:
-        return subprocess.run([*head, *source, *(tail or [])], capture_output=True, check=False)
-    except FileNotFoundError:
-        raise SubtideError(
-            "internal", "ffmpeg is not installed", "install ffmpeg (apt-get install ffmpeg)"
-        ) from None
 
 
 def _seconds(value: object) -> float:

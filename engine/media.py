@@ -16,13 +16,13 @@ import json
 import os
 import re
 import socket
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+from engine.ffmpeg import require_file, run_on
 from engine.files import write_atomic
 from engine.protocol import SubtideError
 
@@ -463,8 +463,8 @@ def _clean_message(message: str, dest_dir: Path | None) -> str:
 
 def probe(path: Path) -> Probe:
     """Duration and streams of a local file; a file without audio is refused."""
-    _require_file(path)
-    result = _run(
+    require_file(path)
+    result = run_on(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"],
         path,
     )
@@ -487,8 +487,8 @@ def decode_audio(path: Path, sample_rate: int = 16000) -> numpy.ndarray:
     """The first audio stream as mono float32 samples in [-1, 1] at `sample_rate`."""
     import numpy
 
-    _require_file(path)
-    result = _run(
+    require_file(path)
+    result = run_on(
         ["ffmpeg", "-nostdin", "-v", "error"],
         path,
         ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "pipe:1"],
@@ -524,27 +524,6 @@ def write_audio_b64(data_b64: str, dest_dir: Path, *, max_bytes: int = 500_000_0
     path = dest_dir / f"upload-{hashlib.sha256(data).hexdigest()[:24]}"
     write_atomic(path, data)
     return path
-
-
-def _require_file(path: Path) -> None:
-    if not path.exists():
-        raise SubtideError("bad_input", f"File not found: {path.name}")
-    if path.is_file() and path.stat().st_size == 0:
-        raise SubtideError("bad_input", f"{path.name} is empty (0 bytes)")
-
-
-def _run(
-    head: list[str], path: Path, tail: list[str] | None = None
-) -> subprocess.CompletedProcess[bytes]:
-    # "file:" stops a name like "concat:a|b" being read as a protocol, and the whitelist stops
-    # a playlist inside the file (HLS, say) from sending ffmpeg onto the network.
-    source = ["-protocol_whitelist", "file", "-i", f"file:{path.resolve()}"]
-    try:
-        return subprocess.run([*head, *source, *(tail or [])], capture_output=True, check=False)
-    except FileNotFoundError:
-        raise SubtideError(
-            "internal", "ffmpeg is not installed", "install ffmpeg (apt-get install ffmpeg)"
-        ) from None
 
 
 def _unreadable(path: Path) -> SubtideError:
