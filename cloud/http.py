@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 from pydantic import ValidationError
@@ -172,7 +171,7 @@ class HttpBackend:
     def health(self) -> Health:
         """The backend's state; raises a BackendError (AuthError for a wrong key) when it
         can't be used."""
-        body = _json_object(self._transport.request("GET", "/health"), self.target)
+        body = self._transport.json(self._transport.request("GET", "/health"))
         # /health may be open to all on our server: an authenticated call checks the key too.
         self._transport.request("GET", f"/api/jobs/{_PROBE_JOB}", accept={404})
         state = str(body.get("status", "unknown"))
@@ -237,7 +236,7 @@ class HttpBackend:
             response = self._transport.request("POST", "/api/jobs", idempotent=False, json=body)
         else:
             response = self._upload(job, upload)
-        job_id = _json_object(response, self.target).get("id")
+        job_id = self._transport.json(response).get("id")
         if not isinstance(job_id, str) or not job_id:
             raise self._not_understood("its answer to the new job has no id")
         with self._lock:
@@ -348,7 +347,7 @@ class HttpBackend:
                 "was running there.",
                 exc.hint,
             ) from None
-        record = _json_object(response, self.target)
+        record = self._transport.json(response)
         status = record.get("status")
         if status in ("queued", "running"):
             return None
@@ -443,19 +442,6 @@ def _says_failed(response: httpx.Response) -> bool:
     except ValueError:
         return False
     return isinstance(body, dict) and body.get("status") == "failed"
-
-
-def _json_object(response: httpx.Response, target: Target) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise BackendError(
-            f"The {target.kind.label} at {target.url} did not answer with JSON.",
-            target.hint(404),
-        )
-    return body
 
 
 def _health_message(state: str, queue: object) -> str:

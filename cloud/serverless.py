@@ -191,7 +191,7 @@ class ServerlessBackend:
         self._stop_jobs()
 
     def health(self) -> Health:
-        body = _json(self.transport.request("GET", "/health"), self.target)
+        body = self.transport.json(self.transport.request("GET", "/health"))
         return Health(ok=True, version="serverless", device=None, message=_health_message(body))
 
     def close(self) -> None:
@@ -282,7 +282,7 @@ class ServerlessBackend:
         _check_size(body)
         # Not idempotent: a repeated /run would start a second, paid job.
         response = self.transport.request("POST", "/run", idempotent=False, json=body)
-        answer = _json(response, self.target)
+        answer = self.transport.json(response)
         if not isinstance(answer.get("id"), str):
             raise _unexpected(self.target, "/run answered without a job id")
         part.job_id, part.status = answer["id"], str(answer.get("status") or "IN_QUEUE")
@@ -293,13 +293,13 @@ class ServerlessBackend:
             self._stop_jobs()  # a cancel that came while this part was on its way
 
     def _poll(self, part: _Part, merge: _Merge) -> Iterator[Event]:
-        page = _json(self.transport.request("GET", f"/stream/{part.job_id}"), self.target)
+        page = self.transport.json(self.transport.request("GET", f"/stream/{part.job_id}"))
         for item in page.get("stream") or []:
             output = item.get("output") if isinstance(item, dict) else None
             yield from self._chunk(part, output, merge)
         status = str(page.get("status") or part.status)
         if status in TERMINAL:
-            final = _json(self.transport.request("GET", f"/status/{part.job_id}"), self.target)
+            final = self.transport.json(self.transport.request("GET", f"/status/{part.job_id}"))
             yield from self._end(part, final, merge)
         else:
             self._track(part, status)
@@ -566,16 +566,6 @@ def _check_size(body: dict[str, Any]) -> None:
             f"({audio.RUNPOD_PAYLOAD_LIMIT / 1e6:.0f} MB).",
             "Send the file by its path (it is then compressed and cut to fit) or as a URL.",
         )
-
-
-def _json(response: Any, target: Target) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise _unexpected(target, "the answer is not JSON") from None
-    if not isinstance(body, dict):
-        raise _unexpected(target, "the answer is not a JSON object")
-    return body
 
 
 def _unexpected(target: Target, what: str) -> BackendError:

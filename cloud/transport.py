@@ -158,6 +158,20 @@ class Transport:
             self.target.hint(status),
         )
 
+    def json(self, response: httpx.Response) -> dict[str, Any]:
+        """The JSON object a backend answered; a BackendError for anything else."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise BackendError(
+                f"The {self.target.kind.label} at {self.target.url} did not answer with a JSON "
+                "object.",
+                self.target.hint(404),
+            )
+        return body
+
     def unreachable(self, exc: httpx.TransportError) -> UnreachableError:
         what = type(exc).__name__
         return UnreachableError(

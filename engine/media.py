@@ -17,6 +17,7 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -156,18 +157,12 @@ def extract(
 ) -> dict[str, Any]:
     """What yt-dlp knows about the single video behind `url` (title, formats, caption tracks),
     fetched through the SSRF guard; `download(..., info=)` reuses it without a second look."""
-    import yt_dlp
-
     url = url.strip()
-    check_url(url, allow_private=allow_private)
-    messages = _Messages()
-    params = _params(messages, socket_timeout, media_format)
-    try:
-        with _guarded_downloader(params, allow_private) as ydl:
-            return _single_video(ydl.extract_info(url, download=False))
-    except yt_dlp.utils.YoutubeDLError as error:
-        text = messages.errors[0] if messages.errors else str(error)
-        raise _download_error(error, text, url, socket_timeout, None) from None
+    session = _session(
+        url, allow_private=allow_private, socket_timeout=socket_timeout, media_format=media_format
+    )
+    with session as ydl:
+        return _single_video(ydl.extract_info(url, download=False))
 
 
 def download(
@@ -183,14 +178,8 @@ def download(
     """Fetch the best audio (or the whole file) behind `url` into `dest_dir` with yt-dlp;
     `media_format` (a yt-dlp format selector) asks for something else, e.g. PREVIEW_FORMAT.
     `info` is what `extract` returned for the same link, so the page is not read twice."""
-    import yt_dlp
-
     url = url.strip()
-    check_url(url, allow_private=allow_private)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    messages = _Messages()
-    params = {
-        **_params(messages, socket_timeout, media_format),
+    options = {
         "outtmpl": {"default": str(dest_dir / "%(id).60s.%(ext)s")},
         "restrictfilenames": True,
         # Another link may have left a file or a .part under the same id: never reuse either.
@@ -198,18 +187,22 @@ def download(
         "continuedl": False,
         "progress_hooks": [_progress_hook(on_progress)] if on_progress else [],
     }
-    try:
-        with _guarded_downloader(params, allow_private) as ydl:
-            if info is None:
-                info = _single_video(ydl.extract_info(url, download=False))
-            # The chosen media may live on another host than the page: judge it before fetching.
-            for origin in _media_origins(info):
-                check_url(origin, allow_private=allow_private)
-            info = ydl.process_ie_result(info, download=True)
-    except yt_dlp.utils.YoutubeDLError as error:
-        # The first error yt-dlp logged names the root problem; later ones are consequences.
-        text = messages.errors[0] if messages.errors else str(error)
-        raise _download_error(error, text, url, socket_timeout, dest_dir) from None
+    session = _session(
+        url,
+        allow_private=allow_private,
+        socket_timeout=socket_timeout,
+        media_format=media_format,
+        options=options,
+        dest_dir=dest_dir,
+    )
+    with session as ydl:
+        dest_dir.mkdir(parents=True, exist_ok=True)  # once the link is judged
+        if info is None:
+            info = _single_video(ydl.extract_info(url, download=False))
+        # The chosen media may live on another host than the page: judge it before fetching.
+        for origin in _media_origins(info):
+            check_url(origin, allow_private=allow_private)
+        info = ydl.process_ie_result(info, download=True)
     return Download(Path(info["requested_downloads"][0]["filepath"]), info.get("title"))
 
 
@@ -225,20 +218,13 @@ def fetch_bytes(
     """A small file (a caption track) through the same guarded yt-dlp session as the media,
     so its link and every redirect are judged like the page's. `impersonate`: the extractor
     said the site wants a browser's TLS fingerprint (YouTube's captions do)."""
-    import yt_dlp
     from yt_dlp.networking import Request
 
     url = url.strip()
-    check_url(url, allow_private=allow_private)
-    messages = _Messages()
-    params = _params(messages, socket_timeout, AUDIO_FORMAT)
-    try:
-        with _guarded_downloader(params, allow_private) as ydl:
-            extensions = {"impersonate": _browser(ydl)} if impersonate and _browser(ydl) else {}
-            with ydl.urlopen(Request(url, headers=headers or {}, extensions=extensions)) as reply:
-                data = reply.read(max_bytes + 1)
-    except yt_dlp.utils.YoutubeDLError as error:
-        raise _download_error(error, str(error), url, socket_timeout, None) from None
+    with _session(url, allow_private=allow_private, socket_timeout=socket_timeout) as ydl:
+        extensions = {"impersonate": _browser(ydl)} if impersonate and _browser(ydl) else {}
+        with ydl.urlopen(Request(url, headers=headers or {}, extensions=extensions)) as reply:
+            data = reply.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise SubtideError(
             "bad_input", f"The file at {host_label(url)} is larger than {max_bytes // 1_000_000} MB"
@@ -253,6 +239,31 @@ def _browser(ydl: Any) -> Any:
     except Exception:  # a private yt-dlp helper: if it changes, plain requests still work
         return None
     return available
+
+
+@contextmanager
+def _session(
+    url: str,
+    *,
+    allow_private: bool,
+    socket_timeout: float,
+    media_format: str = AUDIO_FORMAT,
+    options: dict[str, Any] | None = None,
+    dest_dir: Path | None = None,
+) -> Iterator[Any]:
+    """A guarded yt-dlp for one link (judged first), whose failures become our SubtideErrors."""
+    import yt_dlp
+
+    check_url(url, allow_private=allow_private)
+    messages = _Messages()
+    params = {**_params(messages, socket_timeout, media_format), **(options or {})}
+    try:
+        with _guarded_downloader(params, allow_private) as ydl:
+            yield ydl
+    except yt_dlp.utils.YoutubeDLError as error:
+        # The first error yt-dlp logged names the root problem; later ones are consequences.
+        text = messages.errors[0] if messages.errors else str(error)
+        raise _download_error(error, text, url, socket_timeout, dest_dir) from None
 
 
 def _params(messages: _Messages, socket_timeout: float, media_format: str) -> dict[str, Any]:
@@ -588,28 +599,16 @@ def playlist_entries(
 ) -> list[PlaylistEntry]:
     """The videos a playlist link (or a page with several videos) lists, in order; the link
     itself when it is one video. Only the list is fetched, not the videos."""
-    import yt_dlp
-
     url = url.strip()
-    check_url(url, allow_private=allow_private)
     if Path(urlsplit(url).path).suffix.lower() in _MEDIA_SUFFIXES:
-        return [PlaylistEntry(url, None)]
-    messages = _Messages()
-    params = {
-        "extract_flat": "in_playlist",
-        "quiet": True,
-        "no_warnings": True,
-        "logger": messages,
-        "cachedir": False,
-        "socket_timeout": socket_timeout,
-        "extractor_retries": 1,
-    }
-    try:
-        with _guarded_downloader(params, allow_private) as ydl:
-            info = ydl.extract_info(url, download=False)
-    except yt_dlp.utils.YoutubeDLError as error:
-        text = messages.errors[0] if messages.errors else str(error)
-        raise _download_error(error, text, url, socket_timeout, Path.cwd()) from None
+        return [PlaylistEntry(url, None)]  # its job judges the link as it fetches it
+    # The whole list, each entry as a link only: its videos are read by their own jobs.
+    options = {"noplaylist": False, "playlist_items": None, "extract_flat": "in_playlist"}
+    session = _session(
+        url, allow_private=allow_private, socket_timeout=socket_timeout, options=options
+    )
+    with session as ydl:
+        info = ydl.extract_info(url, download=False)
     if info.get("_type") != "playlist":
         return [PlaylistEntry(url, info.get("title"))]
     return [entry for item in info.get("entries") or [] if (entry := _entry(item, url))]

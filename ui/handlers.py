@@ -322,7 +322,7 @@ def _failed(error: ErrorEvent, percent: float) -> list[Any]:
 def _track_picker(result: ResultEvent) -> Any:
     """The video's caption tracks, the one used chosen, for a next run to pick another."""
     if not result.caption_tracks:
-        return gr.Dropdown(choices=[], value=None, visible=False)
+        return forget_tracks()
     return gr.Dropdown(
         choices=track_choices(result), value=result.caption_track or ASR_TRACK, visible=True
     )
