@@ -153,9 +153,9 @@ def build(
                 outputs=backend.report,
                 api_name="check_backend",
             )
-        _remember([form["llm_key"]], _KEY_STORAGE)
+        _remember(blocks, [form["llm_key"]], _KEY_STORAGE)
         if remote is not None:
-            _remember(list(backend.inputs.values()), _BACKEND_STORAGE)
+            _remember(blocks, list(backend.inputs.values()), _BACKEND_STORAGE)
     return blocks
 
 
@@ -355,7 +355,7 @@ def _backend(remote: Remote | None) -> _BackendSection:
     return _BackendSection(inputs, check, report)
 
 
-def _remember(boxes: list[gr.components.Component], storage_key: str) -> None:
+def _remember(blocks: gr.Blocks, boxes: list[gr.components.Component], storage_key: str) -> None:
     """The values of `boxes` live in the browser's local storage; the server never sends them
     back. Both directions run as browser-only events (no Python function), so a key leaves the
     browser only inside a job."""
@@ -367,7 +367,7 @@ def _remember(boxes: list[gr.components.Component], storage_key: str) -> None:
     for box in boxes:
         event = box.input if isinstance(box, gr.Radio) else box.blur
         event(None, inputs=boxes, outputs=stored, js=save)
-    # Not on page load: the stored value may not be read back yet then. It is read on mount,
-    # which fires this change.
+    # The stored value is read back on mount, which fires `change`; on a slow machine that can
+    # come before the page listens, so page load restores too. Nothing stored: boxes unchanged.
     restore = "(stored, ...current) => stored?.values ?? current"
-    stored.change(None, inputs=[stored, *boxes], outputs=boxes, js=restore)
+    gr.on([stored.change, blocks.load], None, inputs=[stored, *boxes], outputs=boxes, js=restore)
