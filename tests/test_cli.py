@@ -3,12 +3,12 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.http_server import serve_directory
+from tests.support.timing import HANG_GUARD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,11 +25,10 @@ def subtide(*args: str, cache: Path, timeout: float = 300) -> subprocess.Complet
     )
 
 
-def test_help_is_instant_and_lists_the_commands(cache_root):
-    started = time.monotonic()
-    done = subtide("--help", cache=cache_root)
+def test_help_lists_the_commands_without_heavy_imports(cache_root):
+    # Instant because nothing heavy is imported (checked below); its time: bench/responsiveness.py.
+    done = subtide("--help", cache=cache_root, timeout=HANG_GUARD_S)
     assert done.returncode == 0 and "run" in done.stdout
-    assert time.monotonic() - started < 3
     imported = subprocess.run(
         [sys.executable, "-c", "import app.cli, sys; print(sorted(sys.modules))"],
         cwd=ROOT,

@@ -6,7 +6,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 import wave
 from itertools import pairwise
 from pathlib import Path
@@ -170,17 +169,13 @@ def test_missing_weights_say_how_to_install_them(tmp_path):
 def test_a_two_voice_dialogue_is_labelled_sentence_by_sentence(diarizer, clips):
     audio, _ = audio_and_speech(clips.dialogue)
     diarizer.diarize(audio[: 2 * SAMPLE_RATE], speech=[(0.5, 2.0)])  # loads the weights
-    started = time.perf_counter()
     turns = diarizer.diarize(audio)  # finds the speech itself
-    elapsed = time.perf_counter() - started
 
     assert_well_formed(turns, clips.dialogue)
     assert speakers(turns) == {"SPEAKER_1", "SPEAKER_2"}
     assert frame_accuracy(turns, clips.dialogue) >= 0.90
     assert_every_sentence_right(turns, clips.dialogue)
-    real_time_factor = elapsed / clips.dialogue.duration
-    print(f"\nbuilt-in diarizer, two-voice dialogue: real-time factor {real_time_factor:.4f}")
-    assert real_time_factor < 0.1
+    # Its real-time factor is measured by bench/diarize.py.
 
 
 def test_a_given_speaker_count_gives_exactly_that_many_labels(diarizer, clips):

@@ -1,6 +1,5 @@
 """The engine end to end on the bundled model: accuracy, timing, readability, streaming, errors."""
 
-import time
 from pathlib import Path
 
 import pytest
@@ -117,10 +116,12 @@ def test_a_second_run_uses_the_transcript_cache(cache_root, clips, tmp_path):
     engine = Engine(EngineOptions(cache_dir=tmp_path, whisper_model="bundled:tiny.en"))
     source = Source(path=str(clips.short.wav))
     first = run(engine, source)
-    started = time.monotonic()
     second = run(engine, source)
-    assert time.monotonic() - started < 2.0
-    assert any("cached transcript" in getattr(e, "message", "") for e in second)
+    messages = [[getattr(e, "message", "") or "" for e in events] for events in (first, second)]
+    assert any("cached transcript" in m for m in messages[1])
+    # Nothing was transcribed again (how much faster that is: bench/responsiveness.py).
+    assert any(m.startswith("Transcribing with") for m in messages[0])
+    assert not any(m.startswith("Transcribing with") for m in messages[1])
     assert result_of(second).cues == result_of(first).cues
 
 

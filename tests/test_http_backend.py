@@ -33,6 +33,7 @@ from engine.protocol import (
 from tests.support.api_server import closed_port, running, wait_ready
 from tests.support.http_server import serve_directory
 from tests.support.tcp_proxy import tcp_proxy
+from tests.support.timing import HANG_GUARD_S
 from tests.support.wer import wer
 
 pytestmark = pytest.mark.slow
@@ -257,7 +258,8 @@ def test_an_unreachable_backend_fails_quickly_with_advice():
         [error] = client.run(job)
         with pytest.raises(UnreachableError):
             client.health()
-    assert time.monotonic() - started < 5
+    # Hang guard: a refused connection is not waited on (idle, well under a second).
+    assert time.monotonic() - started < HANG_GUARD_S
     assert error.code == "backend_unavailable" and url in error.message
     assert "subtide serve" in error.hint
 

@@ -24,6 +24,7 @@ from tests.support.openai_server import (
     lines_of,
     serve_openai,
 )
+from tests.support.timing import HANG_GUARD_S
 
 KEY = "sk-test-key"
 MODEL = "gpt-4o-mini"
@@ -180,7 +181,7 @@ def test_wrong_key_is_refused(fake: FakeOpenAI) -> None:
 
 def test_missing_key_is_refused_with_an_openai_error_body(fake: FakeOpenAI) -> None:
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(f"{fake.url}/v1/models", timeout=5)
+        urllib.request.urlopen(f"{fake.url}/v1/models", timeout=HANG_GUARD_S)
 
     assert caught.value.code == 401
     assert set(json.load(caught.value)["error"]) >= {"message", "type", "code"}
@@ -225,25 +226,28 @@ def test_hang_times_out_without_blocking_others_or_shutdown() -> None:
         fake.when(lambda request: "1" in (lines_of(request) or {}), Reply("hang"))
         waiter, errors = _in_thread(lambda: _translate(client, {"1": "Wait."}, timeout=0.5))
         _wait_for(lambda: len(fake.requests) == 1)
-        # While that handler sleeps (30 s), another request is answered at once.
-        started = time.monotonic()
+        # While that handler sleeps (30 s), another request is answered: the server still holds
+        # the hanging one when the answer comes.
         assert json.loads(_content(_translate(client, {"2": "Hi."}))) == {"2": "[ge] Hi."}
-        assert time.monotonic() - started < 2.0
-        waiter.join(timeout=5)
+        assert fake.in_flight == 1 and fake.peak_in_flight == 2
+        waiter.join(timeout=HANG_GUARD_S)
         assert [type(error) for error in errors] == [openai.APITimeoutError]
         stopping = time.monotonic()
-    assert time.monotonic() - stopping < 2.0
+    # Hang guard, far below the handler's 30 s sleep: shutdown did not wait for it.
+    assert time.monotonic() - stopping < HANG_GUARD_S
 
 
 def test_shutdown_is_prompt_while_a_handler_still_sleeps() -> None:
     with serve_openai() as fake:
-        fake.script(Reply("ok", delay=30))
+        fake.script(Reply("ok", delay=120))
         client = _client(fake)
-        sleeper, errors = _in_thread(lambda: _translate(client, timeout=10))
+        sleeper, errors = _in_thread(lambda: _translate(client, timeout=60))
         _wait_for(lambda: len(fake.requests) == 1)
         stopping = time.monotonic()
-    assert time.monotonic() - stopping < 2.0
-    sleeper.join(timeout=2)
+    # Hang guard, far below the handler's 120 s sleep and the client's 60 s timeout: shutdown
+    # did not wait for the sleeping handler, and the client heard of it before its own timeout.
+    assert time.monotonic() - stopping < HANG_GUARD_S
+    sleeper.join(timeout=HANG_GUARD_S)
     # The woken handler dropped the connection rather than answering after shutdown.
     assert [type(error) for error in errors] == [openai.APIConnectionError]
 
@@ -263,7 +267,7 @@ def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[BaseE
     return thread, errors
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
+def _wait_for(condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition never became true"
@@ -271,15 +275,14 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 2.0) -> None:
 
 
 def test_parallel_requests_overlap_their_latency() -> None:
-    with serve_openai(latency=0.3) as fake:
+    with serve_openai(latency=1.0) as fake:
         client = _client(fake)
         batches = [{str(i): f"Line {i}."} for i in range(8)]
-        started = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:
             answers = list(pool.map(lambda lines: _content(_translate(client, lines)), batches))
-        wall = time.monotonic() - started
 
-    assert 0.3 <= wall < 1.0
+    # Counted by the server: all eight were being answered at once.
+    assert fake.peak_in_flight == 8
     assert [json.loads(a) for a in answers] == [
         {key: fake_translation(text, "German") for key, text in lines.items()} for lines in batches
     ]

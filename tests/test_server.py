@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -21,13 +18,17 @@ import pytest
 from app.config import Settings
 from app.server import LegacyRequest, ServerOptions, _legacy_url, create_app
 from engine.pipeline import Engine
-from tests.support.api_server import running, wait_ready
+from tests.support.api_server import pinging, running, wait_ready
 from tests.support.http_server import serve_directory
 from tests.support.openai_server import FakeOpenAI, serve_openai
+from tests.support.timing import HANG_GUARD_S
 from tests.support.wer import wer
 
 MODEL = "bundled:tiny.en"
 LEGACY_STAGES = {"waiting", "downloading", "whisper", "diarization", "translating", "complete"}
+
+# A real model behind the server.
+pytestmark = pytest.mark.slow
 
 
 @dataclass
@@ -179,9 +180,8 @@ def test_cancel_a_queued_and_a_running_job(api, clips):
     target = long_jobs[0]
     while api.client.get(f"/api/jobs/{target}").json()["status"] == "queued":
         time.sleep(0.02)
-    started = time.monotonic()
-    ping = api.client.get("/ping")
-    assert ping.status_code == 200 and time.monotonic() - started < 0.1
+    # Answered while a job runs (its latency is bench/server_load.py's).
+    assert api.client.get("/ping", timeout=HANG_GUARD_S).status_code == 200
     api.client.delete(f"/api/jobs/{target}")
     last = json.loads(events(api.client, target)[-1]["data"])
     assert last["code"] == "cancelled"
@@ -321,18 +321,6 @@ def test_the_earlier_process_route(api):
     assert missing.json() == {"error": {"message": "video_id is required", "type": "bad_input"}}
 
 
-# Pings from another process, as a load balancer's come: the test's own threads don't skew them.
-PINGER = """
-import sys, time, httpx
-with httpx.Client(base_url=sys.argv[1]) as client:
-    while True:
-        started = time.monotonic()
-        status = client.get("/ping").status_code
-        print(status, time.monotonic() - started, flush=True)
-        time.sleep(0.02)
-"""
-
-
 async def _job(client: httpx.AsyncClient, url: str) -> list[dict]:
     created = await client.post("/api/jobs", json={"source": {"url": url}})
     async with client.stream("GET", f"/api/jobs/{created.json()['id']}/events") as response:
@@ -345,31 +333,20 @@ async def _jobs_at_once(base: str, url: str, count: int) -> list[list[dict]]:
         return await asyncio.gather(*(_job(client, url) for _ in range(count)))
 
 
-def test_twenty_jobs_at_once_all_finish_and_ping_stays_fast(api):
+def test_twenty_jobs_at_once_all_finish_and_ping_is_answered_meanwhile(api):
     reference = transcript(check_stream(events(api.client, submit_url(api))))
     base = str(api.client.base_url).rstrip("/")
-    pinger = subprocess.Popen(
-        [sys.executable, "-c", PINGER, base], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert pinger.stdout.readline().startswith("200")
+    # The pings' timeout is the hang guard; how fast they are: bench/responsiveness.py.
+    with pinging(base, HANG_GUARD_S) as pings:
         started = time.monotonic()
         streams = asyncio.run(_jobs_at_once(base, f"{api.media}/short_en.mp4", 20))
-        wall = time.monotonic() - started
-    finally:
-        pinger.terminate()
-        pings = [line.split() for line in pinger.communicate()[0].splitlines()]
+        finished = time.monotonic()
     assert all(transcript(check_stream(stream)) == reference for stream in streams)
     data = [json.loads(m["data"]) for stream in streams for m in stream]
     assert any("position" in d.get("message", "") for d in data if d.get("stage") == "queued")
-    assert pings and all(status == "200" for status, _ in pings)
-    slowest = max(float(seconds) for _, seconds in pings)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(
-        f"\n20 jobs: {wall:.2f} s wall, peak RSS {peak_mb:.0f} MB (server and clients), "
-        f"slowest /ping {slowest * 1000:.1f} ms of {len(pings)}"
-    )
-    assert slowest < 0.1
+    assert pings and all(ping.status == "200" for ping in pings)
+    meanwhile = [p for p in pings if started <= p.sent and p.answered <= finished]
+    assert meanwhile, (started, finished, pings[:3], pings[-3:])
 
 
 def test_a_server_whose_model_fails_to_load_says_so(tmp_path):
@@ -380,7 +357,7 @@ def test_a_server_whose_model_fails_to_load_says_so(tmp_path):
     options = ServerOptions(keep_jobs=1)
     app = create_app(settings, engine_factory=broken, mount_ui=False, server_options=options)
     with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD_S
         while (ping := client.get("/ping")).status_code == 204 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert ping.status_code == 503  # unhealthy: the load balancer sends no work here

@@ -34,6 +34,7 @@ from tests.support.http_server import serve_directory
 from tests.support.runpod_standin import WORKER_LOST, Job, StandIn, serve_runpod
 from tests.support.runpod_workers import WorkerPool, wait_for
 from tests.support.synth import DIALOGUE_EN, Clip, fixture_dir, synthesize
+from tests.support.timing import HANG_GUARD_S
 from tests.support.wer import words
 
 pytestmark = pytest.mark.slow
@@ -143,23 +144,24 @@ def consume(runner: ServerlessBackend, spec: JobSpec) -> tuple[list[Event], thre
 
 
 def test_url_job_waits_for_a_worker_then_streams_progress_cues_and_result(standin, workers, media):
-    # No free worker for a while: the client counts the wait.
+    # No free worker until the client has counted 2 s of waiting (or the hang guard's time).
     standin.pause(True)
-    release = threading.Timer(2.5, standin.pause, (False,))
+    release = threading.Timer(HANG_GUARD_S, standin.pause, (False,))
     release.start()
     spec = JobSpec(source=Source(url=f"{media}/short_en.mp4"), formats=["srt", "vtt"])
+    events, waits = [], []
     try:
-        events = list(backend(standin).run(spec))
+        for event in backend(standin).run(spec):
+            events.append(event)
+            if isinstance(event, ProgressEvent) and event.stage == "queued":
+                found = re.fullmatch(r"Waiting for a worker \((\d+) s\)", event.message)
+                waits += [int(found[1])] if found else []
+            if waits and waits[-1] >= 2:
+                standin.pause(False)
     finally:
         release.cancel()
         standin.pause(False)
 
-    waits = [
-        int(found[1])
-        for e in events
-        if isinstance(e, ProgressEvent) and e.stage == "queued"
-        if (found := re.fullmatch(r"Waiting for a worker \((\d+) s\)", e.message))
-    ]
     assert waits == sorted(waits) and waits[-1] >= 2, waits
     assert any(isinstance(e, ProgressEvent) and e.stage == "transcribe" for e in events)
     streamed = [cue for e in events if isinstance(e, CuesEvent) for cue in e.cues]

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from engine.protocol import Cue, CuesEvent, ErrorEvent, Event, ProgressEvent, ResultEvent
 from engine.stream import ReadAhead, coalesce
+from tests.support.timing import HANG_GUARD_S
 
 
 def _cue(cue_id: int, text: str) -> Cue:
@@ -44,8 +45,12 @@ def test_read_ahead_runs_on_while_the_consumer_is_away():
 
     ahead = iter(ReadAhead(events(), cancel=lambda: None))
     first = next(ahead)
-    time.sleep(0.2)  # a slow post: the producer does not wait for it
-    assert len(produced) == 11
+    # A slow post: the producer does not wait for it, and finishes while the consumer is away
+    # (the deadline is a hang guard).
+    deadline = time.monotonic() + HANG_GUARD_S
+    while len(produced) < 11:
+        assert time.monotonic() < deadline, produced
+        time.sleep(0.01)
     got = [first, *ahead]
     assert got[-1].type == "result" and len(got) <= 3
     percents = [e.percent for e in got if e.type == "progress"]

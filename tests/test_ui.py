@@ -25,6 +25,9 @@ API_KEY = "sk-test-key-do-not-echo"
 # What the API returns of the run's outputs: a gr.State stays on the server.
 RETURNED = [name for name in SCREEN if name != "session"]
 
+# A real model behind the app.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def app_url(cache_root):
@@ -277,3 +280,23 @@ def test_captions_are_used_and_another_source_can_be_picked(client, clips, tmp_p
         forced = run(client, url=f"{base}/page.html", force_asr=True)
         assert "transcribed" in forced["progress"]
         assert forced["caption_track"]["value"] == "asr"
+
+
+def test_cancel_counts_when_the_pages_handler_was_closed_first(clips, cache_root):
+    """A Cancel click both closes the run's handler (Gradio's `cancels`) and calls the cancel
+    handler, in either order; the page must show "Cancelled" either way."""
+    from engine.pipeline import Engine, EngineOptions
+    from engine.protocol import JobSpec, Source
+    from ui.jobs import JobRunner
+
+    engine = Engine(EngineOptions(cache_dir=cache_root, whisper_model=MODEL, use_cache=False))
+    job = JobSpec(source=Source(path=str(clips.dialogue.wav)))
+    runner = JobRunner()
+    events = runner.run(engine, job, owner="page", heartbeat=0.1)
+    next(events)  # the job is running
+    events.close()  # the handler closed first
+    assert runner.cancel("page")
+    assert not runner.cancel("another page")
+    # The next job waits for the stopped one, then runs to its end; a cancel then finds none.
+    assert list(runner.run(engine, job, owner="page", heartbeat=0.1))[-1].type == "result"
+    assert not runner.cancel("page")

@@ -14,7 +14,7 @@ import pysrt
 import pytest
 
 from engine.formats import read_json, read_vtt
-from tests.support.browser import chromium, serve_app
+from tests.support.browser import chromium, new_context, serve_app
 from tests.support.openai_server import serve_openai
 from ui.handlers import HEARTBEAT_S
 
@@ -72,7 +72,7 @@ def browser():
 
 @pytest.fixture
 def page(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    context = new_context(browser, accept_downloads=True)
     page = context.new_page()
     # Works offline: the page asks nothing of any host but the app's own.
     elsewhere = []

@@ -15,7 +15,7 @@ from app.config import Settings
 from app.server import ServerOptions, create_app
 from engine.pipeline import Engine, EngineOptions
 from tests.support.api_server import running, wait_ready
-from tests.support.browser import chromium, serve_app
+from tests.support.browser import chromium, new_context, serve_app
 from tests.support.http_server import serve_directory
 from ui.app import UiDefaults, build
 from ui.remote import Remote
@@ -58,7 +58,7 @@ def media(clips) -> Iterator[str]:
 @pytest.fixture
 def page(app_url):
     with chromium() as browser:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = new_context(browser)
         page = context.new_page()
         page.goto(app_url)
         page.wait_for_selector("#run")
@@ -110,7 +110,7 @@ def test_a_job_runs_on_the_remote_server(page, server, media):
 
     page.locator("#url input, #url textarea").fill(f"{media}/short_en.mp4")
     page.click("#run")
-    page.wait_for_selector(DONE, timeout=120_000)
+    page.wait_for_selector(DONE)
     assert page.locator('#cues [data-testid="cell-0-4"]').inner_text().strip()
     # The server ran it: its record is there, and it is the only new one.
     new = set(records.glob("*.json")) - before

@@ -62,12 +62,15 @@ class JobRunner:
                 self._stop(running)
 
     def cancel(self, owner: str) -> bool:
-        """Stops the job `owner` started; False when it has none running."""
+        """Stops the job `owner` started; False when it has none running or stopping.
+
+        A Cancel click also closes the page's handler (Gradio's `cancels`), which stops the job
+        too, and either may come first: a job stopped that way counts as cancelled here."""
         with self._lock:
             running = self._current
         if running is None or running.owner != owner:
             return False
-        return self._stop(running)
+        return self._stop(running) or running.stop.is_set()
 
     def _start(self, backend: Backend, job: JobSpec, owner: str) -> _Job:
         with self._lock:

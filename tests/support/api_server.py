@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -46,3 +49,48 @@ def wait_ready(client: httpx.Client, seconds: float = 60) -> None:
     while client.get("/ping").status_code != 200:
         assert time.monotonic() < deadline, "the server never became ready"
         time.sleep(0.05)
+
+
+# Each line: the status (or "timeout"), then when the ping was sent and answered, by the
+# monotonic clock, which on Linux is one clock for every process.
+_PINGER = """
+import sys, time, httpx
+with httpx.Client(base_url=sys.argv[1], timeout=float(sys.argv[2])) as client:
+    while True:
+        sent = time.monotonic()
+        try:
+            status = client.get("/ping").status_code
+        except httpx.TimeoutException:
+            status = "timeout"
+        print(status, sent, time.monotonic(), flush=True)
+        time.sleep(0.02)
+"""
+
+
+@dataclass(frozen=True)
+class Ping:
+    status: str  # "200", "204", ... or "timeout"
+    sent: float  # time.monotonic()
+    answered: float
+
+    @classmethod
+    def parse(cls, line: str) -> Ping:
+        status, sent, answered = line.split()
+        return cls(status, float(sent), float(answered))
+
+
+@contextmanager
+def pinging(base_url: str, timeout: float) -> Iterator[list[Ping]]:
+    """Pings `/ping` every 20 ms while the block runs, from another process as a load
+    balancer's pings come (this process's threads don't skew them). The block starts after the
+    first answer; the list holds every ping once the block has ended."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _PINGER, base_url, str(timeout)], stdout=subprocess.PIPE, text=True
+    )
+    pings: list[Ping] = []
+    try:
+        pings.append(Ping.parse(process.stdout.readline()))  # type: ignore[union-attr]
+        yield pings
+    finally:
+        process.terminate()
+        pings.extend(Ping.parse(line) for line in process.communicate()[0].splitlines())

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from tests.support.timing import JOB_HANG_GUARD_S
+
 if TYPE_CHECKING:
     import gradio as gr
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, BrowserContext
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline and quiet: no GPU, no QUIC, none of Chromium's own calls home.
@@ -51,6 +53,14 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+def new_context(browser: Browser, **options: object) -> BrowserContext:
+    """A 1400×1000 context whose waits are hang guards: Playwright's 30 s default is less
+    than a whole job takes on a busy CI machine, so it would fail a test that is only slow."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
+    context.set_default_timeout(JOB_HANG_GUARD_S * 1000)
+    return context
 
 
 def _free_port() -> int:

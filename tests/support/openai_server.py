@@ -104,6 +104,10 @@ class FakeOpenAI:
         self.model = "gpt-4o-mini"  # the one model GET /v1/models lists
         self.reject_response_format = False
         self.requests: list[RecordedRequest] = []
+        # Requests received and not yet answered, and the most at once: overlap is counted by
+        # the server, so no test has to infer it from wall-clock time.
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._queue: deque[Reply] = deque()
         self._rules: list[_Rule] = []
         # Re-entrant: a `when` predicate runs under the lock and may itself look at the fake.
@@ -136,12 +140,19 @@ class FakeOpenAI:
         """Forget the requests received, the queued replies and the rules."""
         with self._lock:
             self.requests.clear()
+            self.peak_in_flight = self.in_flight
             self._queue.clear()
             self._rules.clear()
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
             self.requests.append(request)
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def _done(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _next_reply(self, body: dict[str, Any]) -> Reply:
         with self._lock:
@@ -434,9 +445,14 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_json()
         received = time.monotonic()
         fake._record(RecordedRequest(method, path, headers, _recorded(body), received))
-        response = _respond(fake, method, path, headers, body)
-        # Latency and delays overlap across requests, one thread each; a stop cuts them short.
-        if fake._wait(fake.latency + response.delay):
+        try:
+            response = _respond(fake, method, path, headers, body)
+            # Latency and delays overlap across requests, one thread each; a stop cuts them short.
+            answer = fake._wait(fake.latency + response.delay)
+        finally:
+            # Before the answer goes out: a client holding its answer never sees itself counted.
+            fake._done()
+        if answer:
             self._send(response)
 
     def _read_json(self) -> Any:
