@@ -115,6 +115,9 @@ class JobSpec(_Model):
     caption_track: str | None = Field(default=None, max_length=200)
     # Captions keep their own timing; True re-cues them with the readability rules of `style`.
     recue_captions: bool = False
+    # A subtitle file some of whose cues cannot be read is refused (translating it would lose
+    # them); True goes on with the readable ones, and a notice says which were left out.
+    skip_unreadable_cues: bool = False
 
     @model_validator(mode="after")
     def _speaker_bounds(self) -> JobSpec:
@@ -155,6 +158,9 @@ class ProgressEvent(_Model):
     percent: float = Field(ge=0, le=100)
     message: str = ""
     eta_s: float | None = None
+    # A message the user must see whatever the display (a model replaced, no speech found, cues
+    # left out, the caption track used): the CLI prints it as a lasting line, not in its bar.
+    notice: bool = False
 
 
 class CuesEvent(_Model):
