@@ -3,32 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from app.cli_inputs import UsageError, dash_name_hint, said
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
+    from app.cli_jobs import Board
+    from app.cli_output import Outputs
     from app.config import Settings
-    from engine.protocol import (
-        Backend,
-        Event,
-        JobSpec,
-        RenderedFile,
-        ResultEvent,
-        Source,
-        SubtideError,
-    )
+    from cloud.detect import Target
+    from engine.protocol import Backend, JobSpec, RenderedFile, ResultEvent, Source
 
 FORMATS = ("srt", "vtt", "ass", "txt", "json")
-SUBTITLE_INPUTS = (".srt", ".vtt")
+# How long a page may stay silent while its list of videos is read (yt-dlp's socket timeout).
+PAGE_TIMEOUT_S = 30.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parser.parse_args(given)
+    except SystemExit as exc:
+        if exc.code == 2 and (hint := dash_name_hint(given)):
+            print(f"subtide: {hint}", file=sys.stderr)
+        raise
     if args.command is None:
         # `subtide` alone is the app, opened in the browser.
         args = parser.parse_args(["ui", "--open"])
@@ -56,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         "or a model folder (default: WHISPER_MODEL)",
     )
     run.add_argument("-l", "--lang", help="spoken language code, e.g. en (default: detect)")
-    run.add_argument("--max-chars", type=int, help="characters per line (default 42)")
+    run.add_argument("--max-chars", type=int, help="characters per line, 10-200 (default 42)")
+    run.add_argument("--force", action="store_true", help=_FORCE_HELP)
     captions = run.add_argument_group("captions a video already has")
     captions.add_argument(
         "--force-asr",
@@ -104,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_argument(
         "-j",
         "--jobs",
-        type=int,
+        type=_positive,
         default=4,
         help="sources run at once on a remote backend (default 4); locally one at a time",
     )
@@ -137,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     translate.add_argument("sources", nargs="+", metavar="FILE", help="an .srt or .vtt file")
     translate.add_argument("-l", "--lang", help="the files' language (default: let the LLM see)")
+    translate.add_argument("--force", action="store_true", help=_FORCE_HELP)
     translate.set_defaults(
         func=_run,
         translate_only=True,
@@ -195,6 +202,11 @@ def _translation_options() -> argparse.ArgumentParser:
     return options
 
 
+_FORCE_HELP = (
+    "translate a subtitle file even when some of its cues can't be read (they are left out, "
+    "and a line says which); by default such a file is refused"
+)
+
 _RUN_HELP = """Transcribe each SOURCE and write its subtitles into the output folder, named
 after the video title (or the file name). Runs offline on the bundled model by default;
 --to translates through any OpenAI-compatible LLM."""
@@ -225,6 +237,16 @@ def _languages(value: str) -> list[str]:
     if not chosen:
         raise argparse.ArgumentTypeError("name at least one language, e.g. --to de")
     return list(dict.fromkeys(chosen))
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _names(value: str) -> dict[str, str]:
@@ -321,50 +343,108 @@ def _preview_fetcher(allow_private: bool) -> Callable[[str, Path], Path | None]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """`run` and `translate`. Exit status: 0 done, 1 a source failed, 2 a wrong option or
+    setting (found before any work), 130 Ctrl-C, 143 SIGTERM."""
+    from app.cli_jobs import Board, interrupts, private_tempdir
+
+    try:
+        with interrupts(), Board(quiet=args.quiet) as board, private_tempdir():
+            return _run_sources(args, board)
+    except UsageError as exc:
+        print(f"subtide: {said(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM as cli_jobs.Interrupted
+        code = getattr(exc, "code", 130)
+        print(f"subtide: cancelled{' (SIGTERM)' if code == 143 else ''}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # The temporary folders are gone already. A worker still blocked in a socket read, or
+        # a translation pool's thread, would hold a normal exit (which joins such threads) for
+        # their whole timeout: end the process now.
+        os._exit(code)
+
+
+def _run_sources(args: argparse.Namespace, board: Board) -> int:
     from pydantic import ValidationError
 
+    from app.cli_inputs import (
+        backend_target,
+        check_languages,
+        check_llm_url,
+        check_output_folder,
+        job_options,
+        load_glossary,
+        source_of,
+    )
+    from app.cli_jobs import run_jobs
+    from app.cli_output import Outputs
     from app.config import Settings
     from engine.protocol import SubtideError
 
+    # Everything the user can get wrong in the command line, before any work.
     if args.translate_only and not args.to:
-        return _fail("translate needs --to, e.g. --to de")
+        raise UsageError("translate needs --to, e.g. --to de")
     try:
         settings = Settings()
-        glossary = _glossary(args.glossary)
-        factory, parallel = _backend_factory(args, settings)
     except ValidationError as exc:
-        return _fail(f"bad setting: {_first_error(exc)}")
-    except SubtideError as exc:
-        return _fail(_said(exc))
-    jobs, failures = [], 0
+        raise UsageError(f"bad setting: {_first_error(exc)}") from None
+    check_languages(args)
+    check_llm_url(args.llm_url)
+    check_output_folder(args.output)
+    options = job_options(args, load_glossary(args.glossary))
+    backend_url = args.backend or settings.subtide_backend
+    target = None
+    if backend_url:
+        target = backend_target(backend_url, "--backend" if args.backend else "SUBTIDE_BACKEND")
+
+    # Each source on its own: one that can never work fails alone, before any of them runs.
+    failures, sources = 0, []
     for given in args.sources:
-        for source in _expand(given, args, settings):
-            try:
-                jobs.append(_job(args, source, glossary, settings))
-            except ValidationError as exc:
-                failures += _fail(f"{source}: {_first_error(exc)}")
-            except SubtideError as exc:
-                failures += _fail(f"{source}: {exc.message}")
+        try:
+            sources.append(source_of(given, translate_only=args.translate_only))
+        except SubtideError as exc:
+            failures += board.fail(f"{given}: {said(exc)}")
+    if not sources:
+        return 1
     try:
-        failures += _run_all(jobs, factory, parallel, args)
-    except KeyboardInterrupt:
-        print("subtide: cancelled", file=sys.stderr)
-        return 130
-    return 1 if failures else 0
+        factory, parallel = _backend_factory(args, settings, target, board)
+    except SubtideError as exc:
+        return board.fail(said(exc))
+    jobs = []
+    for source in sources:
+        try:
+            expanded = _expand(source, settings, board, remote=target is not None)
+        except SubtideError as exc:
+            failures += board.fail(f"{source.label}: {said(exc)}")
+            continue
+        for each in expanded:
+            jobs.append(_job(args, each, options))
+    outputs = Outputs(args.output, args.sources, board.say)
+
+    def finish(job: JobSpec, result: ResultEvent) -> int:
+        return _write(job, result, args, outputs, board)
+
+    return 1 if run_jobs(jobs, factory, parallel, board, finish) + failures else 0
 
 
 def _backend_factory(
-    args: argparse.Namespace, settings: Settings
+    args: argparse.Namespace, settings: Settings, target: Target | None, board: Board
 ) -> tuple[Callable[[], Backend], int]:
-    """Makes the Backend for each job, and says how many jobs may run at once on it."""
-    url = args.backend or settings.subtide_backend
-    if url:
+    """Makes the Backend for each job, and says how many jobs may run at once on it. A remote
+    backend must answer first: nothing is sent to one that is not there."""
+    if target is not None:
         import cloud
+        from app.cli_jobs import said_if_slow
 
         key = args.key or settings.subtide_backend_key
-        cloud.detect(url)  # a bad URL fails here, once, with its advice
+        waiting = (
+            f"waiting for the {target.kind.label} at {target.url} "
+            f"(giving up after {cloud.REACH_TIMEOUT_S:g} s)"
+        )
+        with said_if_slow(board.say, waiting):
+            cloud.reach(target, key)
         # A client per job: each follows and cancels its own remote job.
-        return (lambda: cloud.connect(url, key)), max(1, args.jobs)
+        return (lambda: cloud.connect(target.url, key)), args.jobs
     from engine.pipeline import Engine
 
     options = settings.engine_options(serves_others=False)
@@ -374,125 +454,72 @@ def _backend_factory(
     return (lambda: engine), 1
 
 
-def _expand(source: str, args: argparse.Namespace, settings: Settings) -> list[str]:
+def _expand(source: Source, settings: Settings, board: Board, *, remote: bool) -> list[Source]:
     """The source, or the videos of a playlist link."""
-    if args.translate_only or "://" not in source:
+    if not source.url:
         return [source]
+    from app.cli_jobs import said_if_slow
     from engine import media
-    from engine.protocol import SubtideError
+    from engine.protocol import Source, SubtideError
 
     allow_private = settings.subtide_allow_private_urls is not False
-    try:
-        entries = media.playlist_entries(source, allow_private=allow_private)
-    except SubtideError:
-        # The job fetches the link again and reports the problem in its turn.
-        return [source]
-    return [entry.url for entry in entries]
-
-
-def _run_all(
-    jobs: list[JobSpec], factory: Callable[[], Backend], parallel: int, args: argparse.Namespace
-) -> int:
-    """Runs the jobs, `parallel` at a time, and writes their files; returns the failures."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    started: list[Backend] = []
-
-    def one(job: JobSpec) -> int:
-        backend = factory()
-        started.append(backend)
-        return _run_one(backend, job, args, board, source_files=not args.translate_only)
-
-    with _Board(quiet=args.quiet) as board, ThreadPoolExecutor(parallel) as pool:
-        futures = [pool.submit(one, job) for job in jobs]
-        try:
-            return sum(future.result() for future in futures)
-        except KeyboardInterrupt:
-            for future in futures:
-                future.cancel()
-            for backend in started:
-                backend.cancel()
-            raise
-
-
-def _job(args: argparse.Namespace, source: str, glossary: dict, settings: Settings) -> JobSpec:
-    from engine.protocol import JobSpec, Style, SubtideError, TranslationConfig
-
-    if args.translate_only and Path(source).suffix.lower() not in SUBTITLE_INPUTS:
-        raise SubtideError("bad_input", "translate takes .srt or .vtt files")
-    style = Style(dual=args.dual, speaker_labels=args.speaker_labels)
-    if args.max_chars:
-        style = style.model_copy(update={"max_chars_per_line": args.max_chars})
-    llm = None
-    if args.llm_url or args.llm_model or args.llm_key:
-        llm = TranslationConfig(base_url=args.llm_url, model=args.llm_model, api_key=args.llm_key)
-    formats = args.format or ([Path(source).suffix[1:].lower()] if args.translate_only else ["srt"])
-    return JobSpec(
-        source=_source(source),
-        source_lang=args.lang,
-        target_langs=args.to,
-        whisper_model=args.model,
-        translation=llm,
-        glossary=glossary,
-        description=args.about,
-        diarize=args.diarize,
-        num_speakers=args.speakers,
-        min_speakers=args.min_speakers,
-        max_speakers=args.max_speakers,
-        speaker_names=args.speaker_names,
-        style=style,
-        formats=formats,
-        force_asr=args.force_asr,
-        recue_captions=args.recue,
+    waiting = (
+        f"{source.url}: waiting for {media.host_label(source.url)} "
+        f"(giving up after {PAGE_TIMEOUT_S:g} s without an answer)"
     )
-
-
-def _glossary(path: Path | None) -> dict[str, str]:
-    if path is None:
-        return {}
-    from engine.translate import load_glossary
-
-    return load_glossary(path)
-
-
-def _source(text: str) -> Source:
-    from engine.protocol import Source
-
-    return Source(url=text) if "://" in text else Source(path=text)
-
-
-def _run_one(
-    backend: Backend, job: JobSpec, args: argparse.Namespace, board: _Board, *, source_files: bool
-) -> int:
-    """Runs one job to its end and writes its files; returns 1 on failure, 0 on success."""
-    from engine.files import write_atomic
-
-    result = board.follow(backend.run(job), job.source.label)
-    if result is None:
-        return 1
-    # `translate` writes only the new languages: the input file is the source-language one.
-    files = [f for f in _files(job, result) if source_files or f.lang != result.language]
     try:
-        args.output.mkdir(parents=True, exist_ok=True)
-        for file in files:
-            path = args.output / file.filename
-            write_atomic(path, file.content)
+        with said_if_slow(board.say, waiting):
+            entries = media.playlist_entries(
+                source.url, allow_private=allow_private, socket_timeout=PAGE_TIMEOUT_S
+            )
+    except SubtideError:
+        if remote:
+            # The backend fetches the link from its own network, which may reach what this
+            # machine can't; it reports the problem in its turn.
+            return [source]
+        # Here the job would fetch the same link again: one wait on a dead host is enough.
+        raise
+    return [Source(url=entry.url) for entry in entries]
+
+
+def _job(args: argparse.Namespace, source: Source, options: dict[str, Any]) -> JobSpec:
+    """The job for one source; `options` are cli_inputs.job_options, checked already."""
+    from engine.protocol import JobSpec
+
+    suffix = Path(source.path or "").suffix[1:].lower()
+    formats = args.format or ([suffix] if args.translate_only else ["srt"])
+    return JobSpec(source=source, formats=formats, **options)
+
+
+def _write(
+    job: JobSpec, result: ResultEvent, args: argparse.Namespace, outputs: Outputs, board: Board
+) -> int:
+    """Writes a finished job's files and lists them on stdout; returns 1 when it can't."""
+    from engine.formats import file_stem
+
+    stem = file_stem(job.source, result.title)
+    # `translate` writes only the new languages: the input file is the source-language one.
+    files = [
+        f for f in _files(job, result, stem) if not args.translate_only or f.lang != result.language
+    ]
+    try:
+        for path in outputs.write(job.source.label, stem, files):
             print(path, flush=True)
     except OSError as exc:
         return board.fail(f"could not write to {args.output}: {exc.strerror or exc}")
     return 0
 
 
-def _files(job: JobSpec, result: ResultEvent) -> list[RenderedFile]:
+def _files(job: JobSpec, result: ResultEvent, stem: str) -> list[RenderedFile]:
     """The job's files, rendered here from the result's cues: a remote backend that ran the job
     in parts sends cues only, and every backend's files then look the same."""
-    from engine.formats import file_stem, render_files
-    from engine.translate import same_language
+    from engine.formats import render_files
+    from engine.languages import same_language
 
     return render_files(
         result.cues,
         job.formats,
-        stem=file_stem(job.source, result.title),
+        stem=stem,
         language=result.language,
         target_langs=[t for t in job.target_langs if not same_language(t, result.language)],
         style=job.style,
@@ -501,60 +528,11 @@ def _files(job: JobSpec, result: ResultEvent) -> list[RenderedFile]:
     )
 
 
-class _Board:
-    """One progress bar per running job, on stderr and only on a terminal: stdout lists the
-    files written, for scripts to read."""
-
-    def __init__(self, *, quiet: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeRemainingColumn(),
-            transient=True,
-            disable=quiet or not self.console.is_terminal,
-            console=self.console,
-        )
-
-    def __enter__(self) -> _Board:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def follow(self, events: Iterator[Event], label: str) -> ResultEvent | None:
-        task = self.progress.add_task(label, total=100)
-        try:
-            for event in events:
-                if event.type == "progress":
-                    text = f"{label}: {event.message or event.stage}"
-                    self.progress.update(task, completed=event.percent, description=text[:70])
-                elif event.type == "result":
-                    return event
-                elif event.type == "error":
-                    hint = f" ({event.hint})" if event.hint else ""
-                    self.fail(f"{label}: {event.message}{hint}")
-                    return None
-        finally:
-            self.progress.remove_task(task)
-        self.fail(f"{label}: the job ended without a result")
-        return None
-
-    def fail(self, message: str) -> int:
-        # Through the bar's console, so a message never tears a bar another job is drawing.
-        self.console.print(f"subtide: {message}", markup=False, highlight=False, soft_wrap=True)
-        return 1
-
-
 def _check(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     import cloud
+    from app.cli_jobs import said_if_slow
     from app.config import Settings
 
     try:
@@ -564,14 +542,12 @@ def _check(args: argparse.Namespace) -> int:
     url = args.url or settings.subtide_backend
     if not url:
         return _fail("name a backend URL, e.g. subtide check https://api.runpod.ai/v2/ENDPOINT_ID")
-    report = cloud.check(url, args.key or settings.subtide_backend_key)
+    waiting = f"waiting for {url} (giving up after {cloud.REACH_TIMEOUT_S:g} s)"
+    with said_if_slow(lambda line: print(f"subtide: {line}", file=sys.stderr), waiting):
+        report = cloud.check(url, args.key or settings.subtide_backend_key)
     for line in report.lines():
         print(line)
     return 0 if report.ok else 1
-
-
-def _said(exc: SubtideError) -> str:
-    return f"{exc.message} ({exc.hint})" if exc.hint else exc.message
 
 
 def _first_error(exc: ValidationError) -> str:

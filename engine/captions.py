@@ -25,8 +25,8 @@ from typing import Any
 
 from engine.cues import build_cues
 from engine.formats import decode_text, parse_srt, parse_vtt
+from engine.languages import language_name, same_language
 from engine.protocol import CaptionTrack, Cue, Style, SubtideError, Word
-from engine.translate import language_name, same_language
 
 # Formats we read, best first: WebVTT and SRT carry exactly what is shown; TTML and json3 need
 # more interpretation.
@@ -248,11 +248,13 @@ def read_json3(text: str) -> tuple[list[Cue], int]:
 
 
 def _srt(text: str) -> tuple[list[Cue], int]:
-    return parse_srt(text)
+    parsed = parse_srt(text)
+    return parsed.cues, len(parsed.unreadable)
 
 
 def _vtt(text: str) -> tuple[list[Cue], int]:
-    return parse_vtt(text)
+    parsed = parse_vtt(text)
+    return parsed.cues, len(parsed.unreadable)
 
 
 _READERS: dict[str, Callable[[str], tuple[list[Cue], int]]] = {

@@ -45,8 +45,14 @@ _NO_LINE_START = frozenset(
 )
 # …and these never end one.
 _NO_LINE_END = frozenset("「『（(【〔［[｛{《〈“‘«¿¡")
+# Markup subtitle files carry (HTML tags such as <i> or <font color="#ff0000">, ASS overrides
+# such as {\an8}): never split, and never counted as characters on the line, since no player
+# shows it. "a < b" is no tag: one starts with a letter.
+_MARKUP = re.compile(r"</?[A-Za-z][^<>]*>|\{\\[^{}]*\}")
+# A word: what lies between spaces, where markup with spaces inside it is still one piece.
+_WORD = re.compile(rf"(?:{_MARKUP.pattern}|\S)+")
 # In unspaced scripts a run of Latin letters or digits is still one unbreakable word.
-_UNSPACED_UNIT = re.compile(r"[A-Za-z0-9]+(?:['’.\-][A-Za-z0-9]+)*|\S")
+_UNSPACED_UNIT = re.compile(rf"{_MARKUP.pattern}|[A-Za-z0-9]+(?:['’.\-][A-Za-z0-9]+)*|\S")
 _LATIN = re.compile(r"[A-Za-z0-9]")
 
 
@@ -252,7 +258,9 @@ class _Rules:
             return []
         lines = [_join_tokens(tokens)]
         count = 1
-        while max(map(len, lines)) > self.limit and count < min(self.style.max_lines, len(tokens)):
+        while max(map(_width, lines)) > self.limit and count < min(
+            self.style.max_lines, len(tokens)
+        ):
             count += 1
             lines = _partition(tokens, count, self.limit, self.linkers)
         return lines
@@ -275,7 +283,7 @@ class _Rules:
         # Cheap bound before searching line breaks: each break drops at most one space.
         if len(text) > (self.limit + 1) * style.max_lines:
             return False
-        return all(len(line) <= self.limit for line in self.lines(text))
+        return all(_width(line) <= self.limit for line in self.lines(text))
 
     def _best_cut(self, words: Sequence[Word], text: str) -> int:
         """Index of the word that starts the second piece."""
@@ -332,27 +340,48 @@ def _bare(text: str) -> str:
     return text.strip(_STRIP).lower()
 
 
+def _width(text: str) -> int:
+    """Characters a reader sees: markup takes no room on the line."""
+    return len(_MARKUP.sub("", text))
+
+
 def _tokens(text: str, unspaced: bool) -> list[_Token]:
+    words = _WORD.findall(text)
     if not unspaced:
-        return _bind_punctuation([_Token(word, " ") for word in text.split()])
+        return _bind([_Token(word, " ") for word in words])
     units = [
         _Token(match.group(), " " if index == 0 else "")
-        for chunk in text.split()
-        for index, match in enumerate(_UNSPACED_UNIT.finditer(chunk))
+        for word in words
+        for index, match in enumerate(_UNSPACED_UNIT.finditer(word))
     ]
-    return _bind_punctuation(units)
+    return _bind(units)
 
 
-def _bind_punctuation(units: list[_Token]) -> list[_Token]:
+def _bind(units: list[_Token]) -> list[_Token]:
     """Glue punctuation that must not start a line to the token before, and punctuation that
-    must not end a line to the token after, so no break can separate them."""
+    must not end a line to the token after, so no break can separate them. Markup alone goes
+    with the text it belongs to: an opening tag with what follows, a closing one with what
+    came before."""
     tokens: list[_Token] = []
     for unit in units:
-        if tokens and (_only(unit.text, _NO_LINE_START) or _only(tokens[-1].text, _NO_LINE_END)):
+        if tokens and _glued(tokens[-1].text, unit.text):
             tokens[-1] = _Token(tokens[-1].text + unit.sep + unit.text, tokens[-1].sep)
         else:
             tokens.append(unit)
+    if len(tokens) > 1 and not _width(tokens[-1].text):  # an opening tag with nothing after
+        last = tokens.pop()
+        tokens[-1] = _Token(tokens[-1].text + last.sep + last.text, tokens[-1].sep)
     return tokens
+
+
+def _glued(before: str, after: str) -> bool:
+    """Whether no line break may come between these two tokens."""
+    shown_before, shown_after = _MARKUP.sub("", before), _MARKUP.sub("", after)
+    if not shown_before and not before.startswith("</"):  # opening markup
+        return True
+    if not shown_after:
+        return after.startswith("</")
+    return _only(shown_after, _NO_LINE_START) or _only(shown_before, _NO_LINE_END)
 
 
 def _only(text: str, chars: frozenset[str]) -> bool:
@@ -367,7 +396,7 @@ def _partition(
     tokens: Sequence[_Token], count: int, limit: int, linkers: frozenset[str]
 ) -> list[str]:
     """The best way to lay the tokens out on exactly `count` lines (dynamic programming)."""
-    offsets = list(accumulate((len(t.sep) + len(t.text) for t in tokens), initial=0))
+    offsets = list(accumulate((len(t.sep) + _width(t.text) for t in tokens), initial=0))
 
     def width(first: int, stop: int) -> int:
         return offsets[stop] - offsets[first] - len(tokens[first].sep)

@@ -3,18 +3,44 @@ clients (cloud/) use it too without the engine's heavy parts."""
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from pathlib import Path
 
 from engine.protocol import SubtideError
 
 
-def require_file(path: Path) -> None:
-    """A clear error for a missing or empty file, naming it by its base name only."""
-    if not path.exists():
-        raise SubtideError("bad_input", f"File not found: {path.name}")
-    if path.is_file() and path.stat().st_size == 0:
-        raise SubtideError("bad_input", f"{path.name} is empty (0 bytes)")
+def require_file(path: Path, kind: str = "media file") -> None:
+    """A clear error for a path that is not a readable, non-empty regular file, naming it by
+    its base name only. A named pipe or a device is refused up front: reading one would wait
+    for a writer forever."""
+    name = path.name or str(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SubtideError("bad_input", f"File not found: {name}") from None
+    except OSError as exc:
+        raise SubtideError("bad_input", f"Cannot read {name}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SubtideError(
+            "bad_input", f"{name} is a folder, not a {kind}.", hint=f"Give a {kind} inside it."
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise SubtideError(
+            "bad_input",
+            f"{name} is a {_special_kind(info.st_mode)}, not a {kind}.",
+            hint="Save the stream to a file first, then give that file.",
+        )
+    if info.st_size == 0:
+        raise SubtideError("bad_input", f"{name} is empty (0 bytes)")
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "device"
 
 
 def run_on(

@@ -8,15 +8,17 @@ the dual-language layout and the clamping of times are decided once and agree ac
 
 from __future__ import annotations
 
+import codecs
 import html
 import io
 import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.ffmpeg import require_file
 from engine.protocol import Cue, Format, RenderedFile, Source, Style, SubtideError, TextSource
 
 # Never mutated; a module constant keeps `Style()` out of the signatures' default expressions.
@@ -43,6 +45,9 @@ _ASS_SPEAKER_PALETTE = (
 )
 
 _VTT_TIME = r"(?:(\d+):)?([0-5]\d):([0-5]\d)\.(\d{3})"
+# SRT as tools really write it: a dot for the comma, one or two digits where two belong.
+_SRT_TIME = r"(\d+):(\d{1,2}):(\d{1,2})[,.](\d{1,3})"
+_SRT_TIMING = re.compile(rf"^\s*{_SRT_TIME}\s*-->\s*{_SRT_TIME}(?:\s.*)?$")
 _VTT_TIMING = re.compile(rf"^\s*{_VTT_TIME}\s*-->\s*{_VTT_TIME}(?:\s.*)?$")
 _VTT_SKIPPED_BLOCK = re.compile(r"^(?:NOTE|STYLE|REGION)(?:[ \t]|$)")
 _VTT_VOICE = re.compile(r"<v(?:\.[^\s>]*)?[ \t]+([^>]*)>")
@@ -52,6 +57,20 @@ _VTT_TAG = re.compile(r"<[^>]*>")
 _NO_SPACE_SCRIPT = re.compile(
     r"[\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 )
+# Byte order marks, longest first: UTF-32 LE's begins with UTF-16 LE's.
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+# UTF-32 holds ASCII as one byte and three zeros: a share of zeros above this in each of the
+# three lanes means UTF-32.
+_WIDE_ZEROS = 0.5
+# Unreadable cues named in a message; the rest are counted.
+_LISTED_UNREADABLE = 5
+_LABEL_CHARS = 40
 # Characters that Windows, macOS or Linux refuse (or treat as separators) in a file name.
 _UNSAFE_NAME_CHARS = frozenset('<>:"/\\|?*')
 _WINDOWS_RESERVED = frozenset(
@@ -157,75 +176,130 @@ def render_files(
 SUBTITLE_SUFFIXES = frozenset({".srt", ".vtt"})
 
 
-def read_subtitles(path: Path) -> list[Cue]:
-    """Cues from an SRT or VTT file written by any tool (UTF-8 with or without BOM, or cp1252)."""
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A cue a reader could not use: how the file names it, and why."""
+
+    label: str  # "cue 3" (its number in the file), else its first line in quotes
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParsedCues:
+    """What a reader made of a subtitle file: the cues it read (ids from 1) and those it could
+    not, so nothing is dropped without the caller knowing."""
+
+    cues: list[Cue]
+    unreadable: list[Unreadable] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.cues) + len(self.unreadable)
+
+    def problem(self, name: str) -> str:
+        """ "2 of 6 cues in talk.srt cannot be read: cue 3 (…), cue 5 (…)" """
+        shown = [f"{u.label} ({u.reason})" for u in self.unreadable[:_LISTED_UNREADABLE]]
+        more = len(self.unreadable) - len(shown)
+        listing = ", ".join(shown) + (f" and {more} more" if more else "")
+        return f"{len(self.unreadable)} of {self.total} cues in {name} cannot be read: {listing}"
+
+
+def read_subtitles(path: Path) -> ParsedCues:
+    """The cues of an SRT or VTT file written by any tool (UTF-8, UTF-16 or UTF-32 with or
+    without BOM, or cp1252), and those it holds that cannot be read."""
+    require_file(path, "subtitle file")
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise SubtideError("bad_input", f"Cannot read {path.name}: {exc.strerror}") from None
     text = decode_text(raw)
-    cues = read_vtt(text) if path.suffix.lower() == ".vtt" else read_srt(text)
-    if not cues:
+    parsed = parse_vtt(text) if path.suffix.lower() == ".vtt" else parse_srt(text)
+    if not parsed.total:
         raise SubtideError(
             "bad_input",
             f"{path.name} holds no subtitles Subtide can read.",
             hint="Check that it is a valid SRT or WebVTT file.",
         )
-    return cues
+    return parsed
 
 
 def decode_text(raw: bytes) -> str:
-    """Subtitle bytes as text: UTF-8 with or without BOM, else the Windows ANSI code page
+    """Subtitle bytes as text: a byte order mark says the encoding; NUL bytes without one mean
+    UTF-16 or UTF-32 (which plain text never holds); else UTF-8, else the Windows ANSI code page
     that older tools write."""
+    for bom, codec in _BOMS:
+        if raw.startswith(bom):
+            return raw[len(bom) :].decode(codec, errors="replace")
+    if b"\x00" in raw:
+        return raw.decode(_wide_codec(raw[:4096]), errors="replace")
     try:
-        return raw.decode("utf-8-sig")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("cp1252", errors="replace")
 
 
+def _wide_codec(sample: bytes) -> str:
+    """UTF-16 or UTF-32, and which byte order, from where the zero bytes of mostly-ASCII text
+    (timings, digits, spaces) fall."""
+
+    def zeros(offset: int, step: int) -> float:
+        lane = sample[offset::step]
+        return lane.count(0) / max(len(lane), 1)
+
+    if min(zeros(1, 4), zeros(2, 4), zeros(3, 4)) > _WIDE_ZEROS:
+        return "utf-32-le"
+    if min(zeros(0, 4), zeros(1, 4), zeros(2, 4)) > _WIDE_ZEROS:
+        return "utf-32-be"
+    return "utf-16-le" if zeros(1, 2) >= zeros(0, 2) else "utf-16-be"
+
+
 def read_srt(text: str) -> list[Cue]:
-    """Cues from SRT text; malformed blocks are skipped, ids renumbered from 1."""
-    return parse_srt(text)[0]
+    """Cues from SRT text; unreadable blocks are left out, ids renumbered from 1."""
+    return parse_srt(text).cues
 
 
-def parse_srt(text: str) -> tuple[list[Cue], int]:
-    """Cues from SRT text and the number of blocks skipped for a malformed timing line."""
-    from pysrt import SubRipFile
-
-    # from_string keeps a leading BOM glued to the first index line.
-    text = text.removeprefix("\ufeff")
-    subs = SubRipFile.from_string(text)
-    cues = [
-        Cue(id=cue_id, start=item.start.ordinal / 1000, end=item.end.ordinal / 1000, text=item.text)
-        for cue_id, item in enumerate(subs, start=1)
-    ]
-    # pysrt skips what it cannot read without saying so; every block with an arrow was meant
-    # to be a cue.
-    meant = sum("-->" in "".join(block) for block in _blocks(_raw_lines(text)))
-    return cues, max(meant - len(cues), 0)
+def parse_srt(text: str) -> ParsedCues:
+    """Cues from SRT text, and the blocks meant as cues that could not be read."""
+    # Whitespace-only lines end a block too: editors leave stray spaces on "empty" lines.
+    lines = [line if line.strip() else "" for line in _raw_lines(text.removeprefix("\ufeff"))]
+    cues: list[Cue] = []
+    unreadable: list[Unreadable] = []
+    for block in _blocks(lines):
+        # The timing line comes first, or second after the cue's number.
+        timing_at = 0 if "-->" in block[0] else 1
+        timing = _SRT_TIMING.match(block[timing_at]) if timing_at < len(block) else None
+        body = "\n".join(line.rstrip() for line in block[timing_at + 1 :])
+        cue = _timed_cue(timing, len(cues) + 1, body)
+        if isinstance(cue, Cue):
+            cues.append(cue)
+        elif _meant_as_cue(block):
+            unreadable.append(Unreadable(_label(block), cue))
+    return ParsedCues(cues, unreadable)
 
 
 def read_vtt(text: str) -> list[Cue]:
     """Cues from WebVTT text, speakers from voice tags, other markup removed, ids from 1."""
-    return parse_vtt(text)[0]
+    return parse_vtt(text).cues
 
 
-def parse_vtt(text: str) -> tuple[list[Cue], int]:
-    """Cues from WebVTT text and the number of cue blocks skipped for a malformed timing line."""
+def parse_vtt(text: str) -> ParsedCues:
+    """Cues from WebVTT text, and the cue blocks that could not be read."""
     lines = _raw_lines(text.removeprefix("\ufeff"))
     if not re.match(r"WEBVTT(?:[ \t]|$)", lines[0]):
         raise SubtideError(
             "bad_input", "not a WebVTT file", hint="A WebVTT file starts with the line WEBVTT."
         )
     cues: list[Cue] = []
-    skipped = 0
+    unreadable: list[Unreadable] = []
     for block in _blocks(lines[1:]):
+        if _VTT_SKIPPED_BLOCK.match(block[0]) or not any("-->" in ln for ln in block[:2]):
+            continue
         cue = _vtt_cue(block, len(cues) + 1)
-        if cue is not None:
+        if isinstance(cue, Cue):
             cues.append(cue)
-        elif not _VTT_SKIPPED_BLOCK.match(block[0]) and any("-->" in ln for ln in block[:2]):
-            skipped += 1
-    return cues, skipped
+        else:
+            unreadable.append(Unreadable(_label(block), cue))
+    return ParsedCues(cues, unreadable)
 
 
 def read_json(text: str) -> list[Cue]:
@@ -409,26 +483,46 @@ def _blocks(lines: Sequence[str]) -> list[list[str]]:
     return [block for block in blocks if block]
 
 
-def _vtt_cue(block: Sequence[str], cue_id: int) -> Cue | None:
-    if _VTT_SKIPPED_BLOCK.match(block[0]):
-        return None
+def _vtt_cue(block: Sequence[str], cue_id: int) -> Cue | str:
+    """The cue of a block, or why it cannot be read."""
     # The timing line comes first, or second after an optional cue identifier.
     timing_at = 0 if "-->" in block[0] else 1
-    match = _VTT_TIMING.match(block[timing_at]) if timing_at < len(block) else None
-    if match is None:
-        return None
-    times = match.groups()
     text, speaker = _vtt_payload("\n".join(block[timing_at + 1 :]))
-    return Cue(
-        id=cue_id,
-        start=_vtt_seconds(times[:4]),
-        end=_vtt_seconds(times[4:]),
-        text=text,
-        speaker=speaker,
-    )
+    cue = _timed_cue(_VTT_TIMING.match(block[timing_at]), cue_id, text)
+    return cue.model_copy(update={"speaker": speaker}) if isinstance(cue, Cue) else cue
 
 
-def _vtt_seconds(parts: Sequence[str | None]) -> float:
+def _timed_cue(timing: re.Match[str] | None, cue_id: int, text: str) -> Cue | str:
+    """A cue from a timing line's match, or why it cannot be one. A cue that ends before it
+    starts is refused rather than mended: whichever time is wrong, a guess would show the text
+    at the wrong moment."""
+    if timing is None:
+        return "timing line unreadable"
+    times = timing.groups()
+    start, end = _seconds_of(times[:4]), _seconds_of(times[4:])
+    if end < start:
+        return "ends before it starts"
+    return Cue(id=cue_id, start=start, end=end, text=text)
+
+
+def _meant_as_cue(block: Sequence[str]) -> bool:
+    """An SRT block with an arrow, or a number over more lines, was written as a cue; other
+    stray text (a blank line inside a cue's text leaves some) never was."""
+    return any("-->" in line for line in block) or (block[0].strip().isdigit() and len(block) > 1)
+
+
+def _label(block: Sequence[str]) -> str:
+    """How an editor finds a cue: its number (or VTT identifier), else its first line."""
+    number = block[0].strip()
+    return f"cue {number}" if number.isdigit() else f'"{_clipped(block[0])}"'
+
+
+def _clipped(line: str) -> str:
+    line = line.strip()
+    return line if len(line) <= _LABEL_CHARS else line[: _LABEL_CHARS - 1] + "…"
+
+
+def _seconds_of(parts: Sequence[str | None]) -> float:
     hours, minutes, seconds, millis = (int(part or 0) for part in parts)
     return (((hours * 60 + minutes) * 60 + seconds) * 1000 + millis) / 1000
 

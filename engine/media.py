@@ -51,6 +51,9 @@ class Probe:
     duration: float
     has_audio: bool
     has_video: bool
+    # The audio stream's own duration where the file states it, else `duration`: a video's
+    # picture may run on after its sound ends.
+    audio_duration: float
 
 
 @dataclass(frozen=True)
@@ -491,7 +494,13 @@ def probe(path: Path) -> Probe:
     known = [seconds for seconds in map(_seconds, durations) if seconds > 0]
     # Formats that store no duration (raw streams) report none; 0 means "unknown" to callers.
     duration = known[0] if known else 0.0
-    return Probe(duration=duration, has_audio=True, has_video="video" in kinds)
+    audio = [_seconds(s.get("duration")) for s in streams if s.get("codec_type") == "audio"]
+    return Probe(
+        duration=duration,
+        has_audio=True,
+        has_video="video" in kinds,
+        audio_duration=next((seconds for seconds in audio if seconds > 0), duration),
+    )
 
 
 def decode_audio(path: Path, sample_rate: int = 16000) -> numpy.ndarray:

@@ -28,8 +28,10 @@ from engine.asr import (
 from engine.cache import Cache, CacheLimits
 from engine.cues import CueBuilder
 from engine.diarize import Diarizer, SpeakerTrack, Turn
+from engine.ffmpeg import require_file
 from engine.formats import SUBTITLE_SUFFIXES, file_stem, read_subtitles, render_files
 from engine.hallucination import HallucinationFilter
+from engine.languages import check_spoken, check_target, language_name, same_language
 from engine.protocol import (
     CaptionTrack,
     Cue,
@@ -46,7 +48,7 @@ from engine.protocol import (
     TextSource,
     TranslationConfig,
 )
-from engine.translate import LLMConfig, TranslateOptions, Translator, language_name, same_language
+from engine.translate import LLMConfig, TranslateOptions, Translator
 from engine.translations import Translations
 
 if TYPE_CHECKING:
@@ -66,6 +68,10 @@ _SPAN: dict[Stage, tuple[float, float]] = {
     "finalize": (95, 100),
 }
 _SPAN_TRANSLATING: dict[Stage, tuple[float, float]] = {**_SPAN, "transcribe": (15, 80)}
+# Decoded audio this much shorter than the file says (seconds, or share of its duration, the
+# larger) means the file was cut short.
+_CUT_SHORT_S = 1.0
+_CUT_SHORT_SHARE = 0.05
 # OpenAI's own API needs a model name; this is a cheap, capable default there.
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -102,7 +108,9 @@ class _Progress:
         self._stage: Stage | None = None
         self._stage_started = time.monotonic()
 
-    def event(self, stage: Stage, fraction: float = 0.0, message: str = "") -> ProgressEvent:
+    def event(
+        self, stage: Stage, fraction: float = 0.0, message: str = "", *, notice: bool = False
+    ) -> ProgressEvent:
         if stage != self._stage:
             self._stage, self._stage_started = stage, time.monotonic()
         low, high = self._spans[stage]
@@ -113,11 +121,15 @@ class _Progress:
             percent=round(self.percent, 2),
             message=message,
             eta_s=self._eta(fraction),
+            notice=notice,
         )
 
-    def note(self, message: str) -> ProgressEvent:
-        """A message that moves nothing: same stage, same percent."""
-        return ProgressEvent(stage=self._stage or "queued", percent=self.percent, message=message)
+    def note(self, message: str, *, notice: bool = False) -> ProgressEvent:
+        """A message that moves nothing: same stage, same percent. A notice is one the user
+        must see (a model replaced, cues left out, no speech found), whatever the display."""
+        return ProgressEvent(
+            stage=self._stage or "queued", percent=self.percent, message=message, notice=notice
+        )
 
     def _eta(self, fraction: float) -> float | None:
         if not 0.02 <= fraction < 1.0:
@@ -180,6 +192,7 @@ class Engine:
             self._cancel.clear()
 
     def _run(self, job: JobSpec) -> Iterator[Event]:
+        job = _checked_languages(job)
         llm = self._llm_for(job)
         progress = _Progress(_SPAN_TRANSLATING if llm else _SPAN)
         timings: dict[str, float] = {}
@@ -259,33 +272,60 @@ class Engine:
         title = job.source.title or download.title or (listing.title if listing else None)
         mark = time.monotonic()
         if download.path.suffix.lower() in SUBTITLE_SUFFIXES:
-            yield progress.event("decode", message="Reading the subtitles")
-            if job.diarize != "off":
-                yield progress.note("Speaker labels need audio: skipped for a subtitle file.")
-            cues = read_subtitles(download.path)
-            language = job.source_lang or "und"
-            translations = yield from self._translations(translator, job, language, progress)
-            translations.add(cues)
-            yield CuesEvent(cues=cues)
-            duration = max(c.end for c in cues)
-            # A subtitle file is existing captions, not speech recognition.
-            return _Text(translations, language, duration, title, "captions-manual")
+            return (yield from self._subtitle_text(job, download.path, title, progress, translator))
         self._require_whisper(job)
         diarizer = yield from self._diarizer_for(job, progress)
         yield progress.event("decode", message="Reading the audio")
-        media.probe(download.path)
+        probed = media.probe(download.path)
         audio = media.decode_audio(download.path, SAMPLE_RATE)
         timings["decode"] = time.monotonic() - mark
         duration = len(audio) / SAMPLE_RATE
         if duration < 0.1:
             raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
+        # An upload's file is named by its hash: the title says more.
+        shown = title or download.path.name
+        if _cut_short(duration, probed.audio_duration):
+            yield progress.note(
+                f"Only {duration:.1f} s of {probed.audio_duration:.1f} s of {shown} "
+                "could be decoded: the file looks cut short. "
+                "The subtitles cover the part that could be read.",
+                notice=True,
+            )
         mark = time.monotonic()
         track = _speaker_track(diarizer, job, audio) if diarizer else None
         language, translations = yield from self._transcribe(
             job, audio, title, progress, translator, track
         )
         timings["transcribe"] = time.monotonic() - mark
+        if not translations.cues():
+            yield progress.note(
+                f"No speech was found in {shown} (silence, music or noise?): "
+                "the subtitle files are written, empty.",
+                notice=True,
+            )
         return _Text(translations, language, duration, title, "asr")
+
+    def _subtitle_text(
+        self,
+        job: JobSpec,
+        path: Path,
+        title: str | None,
+        progress: _Progress,
+        translator: Translator | None,
+    ) -> Generator[Event, None, _Text]:
+        yield progress.event("decode", message="Reading the subtitles")
+        if job.diarize != "off":
+            yield progress.note(
+                "Speaker labels need audio: skipped for a subtitle file.", notice=True
+            )
+        cues = yield from _readable_cues(job, path, progress)
+        language = job.source_lang or "und"
+        translations = yield from self._translations(translator, job, language, progress)
+        translations.add(cues)
+        yield CuesEvent(cues=cues)
+        duration = max(c.end for c in cues)
+        # A subtitle file is existing captions, not speech recognition.
+        return _Text(translations, language, duration, title, "captions-manual")
 
     def _require_whisper(self, job: JobSpec) -> None:
         if self.options.whisper_enabled:
@@ -339,7 +379,8 @@ class Engine:
                     raise
                 fallback = "Trying another track." if remaining else "Transcribing instead."
                 yield progress.note(
-                    f"The {track.info.name} captions can't be used: {exc.message} {fallback}"
+                    f"The {track.info.name} captions can't be used: {exc.message} {fallback}",
+                    notice=True,
                 )
                 track = self._choose(job, remaining, listing)
                 continue
@@ -355,7 +396,8 @@ class Engine:
             if picked:
                 return picked
             yield progress.note(
-                f"This video has no caption track '{job.caption_track}'; choosing one instead."
+                f"This video has no caption track '{job.caption_track}'; choosing one instead.",
+                notice=True,
             )
         return self._choose(job, tracks, listing)
 
@@ -384,15 +426,19 @@ class Engine:
         read = captions.read_captions(raw, str(track.info.ext), automatic=track.automatic)
         language, relabelled = captions.checked_language(track.info.lang, read.cues)
         for note in [*read.notes, *([relabelled] if relabelled else [])]:
-            yield progress.note(note)
+            yield progress.note(note, notice=True)
         kind = "automatic " if track.automatic else ""
         yield progress.event(
-            "decode", 1.0, message=f"Using the video's {kind}{language_name(language)} captions"
+            "decode",
+            1.0,
+            message=f"Using the video's {kind}{language_name(language)} captions",
+            notice=True,
         )
         if job.diarize != "off":
             yield progress.note(
                 "Speaker labels come from the audio, which captions don't need: not added. "
-                "Speaker names the captions carry are kept."
+                "Speaker names the captions carry are kept.",
+                notice=True,
             )
         cues = captions.recue(read.cues, job.style, language) if job.recue_captions else read.cues
         return _Found(track.info, cues, language)
@@ -443,7 +489,9 @@ class Engine:
             except SubtideError as exc:
                 if job.diarize == "pyannote":
                     raise
-                yield progress.note(f"{exc.message} Using the built-in speaker model instead.")
+                yield progress.note(
+                    f"{exc.message} Using the built-in speaker model instead.", notice=True
+                )
         return self._diarizer("builtin")
 
     def _pyannote_configured(self) -> bool:
@@ -501,7 +549,9 @@ class Engine:
     ) -> Generator[Event, None, Translations]:
         targets = [t for t in job.target_langs if not same_language(t, language)]
         for skipped in dict.fromkeys(t for t in job.target_langs if t not in targets):
-            yield progress.note(f"The video is already in {skipped}: no translation needed.")
+            yield progress.note(
+                f"The video is already in {skipped}: no translation needed.", notice=True
+            )
         return Translations(translator, targets, None if language == "und" else language, job.style)
 
     def _finish_translations(
@@ -530,13 +580,18 @@ class Engine:
                 1.0,
                 message=f"{count} line(s) could not be translated into {target}; "
                 "they keep the original text and are flagged in the JSON export.",
+                notice=True,
             )
 
     def _fetch(
         self, source: Source, work: Path, progress: _Progress, listing: _Listing | None
     ) -> Generator[Event, None, media.Download]:
         if source.path:
-            return media.Download(Path(source.path).expanduser(), source.title)
+            path = Path(source.path).expanduser()
+            # Here, before any model loads: a named pipe would otherwise hang the first read.
+            subtitles = path.suffix.lower() in SUBTITLE_SUFFIXES
+            require_file(path, "subtitle file" if subtitles else "media file")
+            return media.Download(path, source.title)
         if source.audio_b64:
             return media.Download(media.write_audio_b64(source.audio_b64, work), source.title)
         url = str(source.url)
@@ -609,7 +664,7 @@ class Engine:
             job.whisper_model or self.options.whisper_model, self.options.cache_dir / "models"
         )
         if choice.notice:
-            yield progress.event("transcribe", message=choice.notice)
+            yield progress.event("transcribe", message=choice.notice, notice=True)
         key = Cache.transcript_key(audio, choice.name, options)
         cached = self.cache.get_transcript(key) if self.options.use_cache else None
         if cached:
@@ -740,6 +795,43 @@ class _Emitter:
         updated = self._translations.updates()
         if updated:
             yield CuesEvent(cues=updated)
+
+
+def _checked_languages(job: JobSpec) -> JobSpec:
+    """The job with its language codes checked and spelled as usual, before any work: a code
+    Whisper does not know would otherwise fail deep inside it, after the download."""
+    path = job.source.path
+    # A subtitle file's language is read, not heard: any language a translation can be in.
+    subtitles = path is not None and Path(path).suffix.lower() in SUBTITLE_SUFFIXES
+    check_source = check_target if subtitles else check_spoken
+    return job.model_copy(
+        update={
+            "source_lang": check_source(job.source_lang) if job.source_lang else None,
+            "target_langs": list(dict.fromkeys(check_target(t) for t in job.target_langs)),
+        }
+    )
+
+
+def _readable_cues(
+    job: JobSpec, path: Path, progress: _Progress
+) -> Generator[Event, None, list[Cue]]:
+    """A subtitle file's cues. One that cannot be read is never dropped unasked: translating
+    the rest would write a shorter file that looks complete."""
+    parsed = read_subtitles(path)
+    if not parsed.unreadable:
+        return parsed.cues
+    problem = parsed.problem(path.name)
+    if not (job.skip_unreadable_cues and parsed.cues):
+        hint = "Fix them, or pass --force to go on without them."
+        raise SubtideError("bad_input", f"{problem}.", hint=hint if parsed.cues else "Fix them.")
+    yield progress.note(f"{problem}; going on without them.", notice=True)
+    return parsed.cues
+
+
+def _cut_short(decoded: float, expected: float) -> bool:
+    """Whether the audio decoded ends well before the duration the file's header states (a
+    download or copy that stopped part way); headers and decoders differ by a frame or so."""
+    return expected > 0 and expected - decoded > max(_CUT_SHORT_S, _CUT_SHORT_SHARE * expected)
 
 
 def _speaker_track(diarizer: Diarizer, job: JobSpec, audio: np.ndarray) -> SpeakerTrack:

@@ -60,9 +60,10 @@ class ReadAhead:
 
 def coalesce(events: list[Event]) -> Iterator[Event]:
     """Events that came together as fewer: their cues in one event (a later copy of a cue
-    replaces an earlier one in place), then the latest progress (percent only grows), then
-    the result or error, which ends a job."""
+    replaces an earlier one in place), then every notice (the user must see each) and the
+    latest progress (percent only grows), then the result or error, which ends a job."""
     cues: dict[int, Cue] = {}
+    notices: list[ProgressEvent] = []
     progress: ProgressEvent | None = None
     ends: list[Event] = []
     for event in events:
@@ -70,10 +71,14 @@ def coalesce(events: list[Event]) -> Iterator[Event]:
             cues.update((cue.id, cue) for cue in event.cues)
         elif isinstance(event, ProgressEvent):
             progress = event
+            if event.notice:
+                notices.append(event)
         else:
             ends.append(event)
     if cues:
         yield CuesEvent(cues=list(cues.values()))
-    if progress is not None:
+    yield from notices
+    # The latest progress is sent unless it was the last notice, already sent.
+    if progress is not None and not progress.notice:
         yield progress
     yield from ends

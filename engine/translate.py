@@ -24,6 +24,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from engine.languages import language_name
 from engine.protocol import SubtideError
 
 if TYPE_CHECKING:
@@ -537,103 +538,3 @@ def load_glossary(path: Path) -> dict[str, str]:
             "bad_input", f"Cannot read glossary file {path}: {err.strerror}"
         ) from None
     return parse_glossary(text)
-
-
-_LANGUAGES = {
-    "ar": "Arabic",
-    "bg": "Bulgarian",
-    "bn": "Bengali",
-    "ca": "Catalan",
-    "cs": "Czech",
-    "da": "Danish",
-    "de": "German",
-    "el": "Greek",
-    "en": "English",
-    "es": "Spanish",
-    "et": "Estonian",
-    "eu": "Basque",
-    "fa": "Persian",
-    "fi": "Finnish",
-    "fil": "Filipino",
-    "fr": "French",
-    "gl": "Galician",
-    "he": "Hebrew",
-    "hi": "Hindi",
-    "hr": "Croatian",
-    "hu": "Hungarian",
-    "id": "Indonesian",
-    "is": "Icelandic",
-    "it": "Italian",
-    "ja": "Japanese",
-    "ko": "Korean",
-    "lt": "Lithuanian",
-    "lv": "Latvian",
-    "ms": "Malay",
-    "nb": "Norwegian Bokmål",
-    "nl": "Dutch",
-    "no": "Norwegian",
-    "pl": "Polish",
-    "pt": "Portuguese",
-    "ro": "Romanian",
-    "ru": "Russian",
-    "sk": "Slovak",
-    "sl": "Slovenian",
-    "sr": "Serbian",
-    "sv": "Swedish",
-    "sw": "Swahili",
-    "ta": "Tamil",
-    "th": "Thai",
-    "tl": "Tagalog",
-    "tr": "Turkish",
-    "uk": "Ukrainian",
-    "ur": "Urdu",
-    "vi": "Vietnamese",
-    "zh": "Chinese",
-}
-# Scripts and regions, lower-cased, for codes such as pt-BR or zh-Hant.
-_SUBTAGS = {
-    "hans": "Simplified",
-    "hant": "Traditional",
-    "latn": "Latin",
-    "cyrl": "Cyrillic",
-    "419": "Latin America",
-    "ar": "Argentina",
-    "at": "Austria",
-    "au": "Australia",
-    "be": "Belgium",
-    "br": "Brazil",
-    "ca": "Canada",
-    "ch": "Switzerland",
-    "cn": "China",
-    "de": "Germany",
-    "es": "Spain",
-    "fr": "France",
-    "gb": "United Kingdom",
-    "hk": "Hong Kong",
-    "in": "India",
-    "mx": "Mexico",
-    "pt": "Portugal",
-    "tw": "Taiwan",
-    "us": "United States",
-}
-
-
-def language_name(code: str) -> str:
-    """ "de" -> "German", "pt-BR" -> "Portuguese (Brazil)"; an unknown code is returned as is."""
-    primary, *subtags = code.strip().replace("_", "-").split("-")
-    name = _LANGUAGES.get(primary.lower())
-    if name is None:
-        return code
-    details = [_SUBTAGS.get(tag.lower(), tag) for tag in subtags if tag]
-    return f"{name} ({', '.join(details)})" if details else name
-
-
-def same_language(a: str | None, b: str | None) -> bool:
-    """Whether two codes name the same language, regions aside: "en" and "en-US" do."""
-    if not a or not b:
-        return False
-    return _primary(a) == _primary(b)
-
-
-def _primary(code: str) -> str:
-    return code.strip().replace("_", "-").split("-")[0].lower()

@@ -3,26 +3,12 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.support.cli import ROOT, subtide
 from tests.support.http_server import serve_directory
 from tests.support.timing import HANG_GUARD_S
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def subtide(*args: str, cache: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CACHE_DIR": str(cache)}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_help_lists_the_commands_without_heavy_imports(cache_root):
@@ -89,7 +75,9 @@ def test_bad_input_is_one_line_and_writes_nothing(clips, cache_root, tmp_path):
     assert done.returncode == 1
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 2, done.stderr
-    assert "empty" in errors[0] and "ftp" in errors[1]
+    # The link can never work, so it is refused before any source runs; the empty file fails in
+    # its turn.
+    assert "ftp" in errors[0] and "empty" in errors[1]
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["short_en.srt"], "the good source still ran"
 
@@ -108,7 +96,7 @@ def test_a_bad_setting_is_reported_plainly(cache_root, tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2, "a wrong setting is found before any work, like a wrong option"
     assert "cache_max_size_mb" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -156,7 +144,7 @@ def test_translate_keeps_every_timestamp_of_a_foreign_srt(cache_root, tmp_path):
 
 def test_translate_without_a_target_or_with_a_video_is_refused(cache_root, clips):
     done = subtide("translate", "x.srt", cache=cache_root)
-    assert done.returncode == 1 and "--to" in done.stderr
+    assert done.returncode == 2 and "--to" in done.stderr
     done = subtide("translate", str(clips.short_mp4), "--to", "de", cache=cache_root)
     assert done.returncode == 1 and ".srt or .vtt" in done.stderr
 
@@ -204,11 +192,13 @@ def test_a_page_with_several_videos_runs_each(clips, cache_root, tmp_path):
 
 def test_force_asr_and_recue_reach_the_job():
     from app.cli import _job, _parser
-    from app.config import Settings
+    from app.cli_inputs import job_options
+    from engine.protocol import Source
 
+    source = Source(url="https://example.com/v")
     args = _parser().parse_args(["run", "https://example.com/v", "--force-asr", "--recue"])
-    job = _job(args, args.sources[0], {}, Settings())
+    job = _job(args, source, job_options(args, {}))
     assert job.force_asr and job.recue_captions
     plain = _parser().parse_args(["run", "https://example.com/v"])
-    job = _job(plain, plain.sources[0], {}, Settings())
+    job = _job(plain, source, job_options(plain, {}))
     assert not job.force_asr and not job.recue_captions

@@ -334,6 +334,66 @@ def test_wrap_korean_breaks_at_spaces_with_the_cjk_limit() -> None:
     assert all(len(line) <= STYLE.max_chars_per_line_cjk for line in lines)
 
 
+# Every HTML tag or ASS override block a line holds, and a tag cut in two (an unclosed "<x"
+# at the end or a "...>" with no "<" at the start).
+_MARKUP = re.compile(r"</?[A-Za-z][^<>]*>|\{\\[^{}]*\}")
+_CUT_TAG = re.compile(r"<[^>]*$|^[^<]*>")
+
+
+def _shown(line: str) -> str:
+    return _MARKUP.sub("", line)
+
+
+def test_wrap_keeps_markup_whole_and_out_of_the_count() -> None:
+    # 36 characters shown; with its tags, 65: short enough for one line.
+    short = '<font color="#ff0000">Stop right there,</font> <i>please</i>.'
+    assert wrap_text(short, STYLE, "en") == short
+
+    text = (
+        '<font color="#ff0000">Readers glance at subtitles quickly</font> and {\\i1}need '
+        "<i>balanced lines</i>.{\\i0}"
+    )
+    lines = wrap_text(text, STYLE, "en").split("\n")
+    assert " ".join(lines) == text
+    assert len(lines) == 2
+    assert all(not _CUT_TAG.search(line) for line in lines), lines
+    assert all(len(_shown(line)) <= STYLE.max_chars_per_line for line in lines), lines
+    # The shown text is balanced as if the tags were not there.
+    assert abs(len(_shown(lines[0])) - len(_shown(lines[1]))) <= 8, lines
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Whatever you do, <i> do not open that door",
+        "She left the house early </i> and never came back",
+    ],
+)
+def test_wrap_sends_a_lone_tag_with_its_text(text: str) -> None:
+    # An opening tag goes with the words after it, a closing one with the words before.
+    lines = wrap_text(text, Style(max_chars_per_line=20), "en").split("\n")
+    assert " ".join(lines) == text and len(lines) == 2
+    assert not lines[0].endswith("<i>") and not lines[1].startswith("</i>"), lines
+
+
+def test_wrap_cjk_keeps_tags_whole() -> None:
+    text = (
+        '今日は<i>とても良い天気</i>なので、<font color="#ffff00">公園まで散歩</font>'
+        "に行きましょう。"
+    )
+    lines = wrap_text(text, STYLE, "ja").split("\n")
+    assert "".join(lines) == text
+    assert all(not _CUT_TAG.search(line) for line in lines), lines
+    assert all(len(_shown(line)) <= STYLE.max_chars_per_line_cjk for line in lines), lines
+
+
+def test_a_less_than_sign_is_text_not_a_tag() -> None:
+    text = "if a < b and c > d then the result is clearly the smaller of the two numbers"
+    lines = wrap_text(text, STYLE, "en").split("\n")
+    assert " ".join(lines) == text
+    assert all(len(line) <= STYLE.max_chars_per_line for line in lines)
+
+
 def test_is_cjk() -> None:
     assert all(is_cjk(code) for code in ("zh", "ja", "yue", "ko", "zh-TW", "JA"))
     assert not any(is_cjk(code) for code in ("en", "fr", None))

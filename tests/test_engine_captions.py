@@ -135,6 +135,11 @@ def messages(events: list[Event]) -> list[str]:
     return [e.message for e in events if isinstance(e, ProgressEvent)]
 
 
+def notices(events: list[Event]) -> list[str]:
+    """The messages a front end must show whatever its display."""
+    return [e.message for e in events if isinstance(e, ProgressEvent) and e.notice]
+
+
 def transcribed(events: list[Event]) -> bool:
     return any(isinstance(e, ProgressEvent) and e.stage == "transcribe" for e in events)
 
@@ -164,7 +169,7 @@ def test_the_track_in_each_target_language_is_used_and_no_model_loads(site, tmp_
     assert german_result.source == english_result.source == "captions-manual"
     assert (german_result.caption_track, german_result.language) == ("manual:de", "de")
     assert [c.text for c in german_result.cues] == GERMAN
-    assert "Using the video's German captions" in messages(to_german)
+    assert "Using the video's German captions" in notices(to_german)
     assert spans(german_result) == pytest.approx(site.times, abs=1e-3)
 
     assert (english_result.caption_track, english_result.language) == ("manual:en", "en")
@@ -187,7 +192,7 @@ def test_a_track_the_user_picks_and_recueing(site, tmp_path):
     assert picked.caption_track == "manual:de" and picked.language == "de"
 
     unknown = run(engine, site, "index", caption_track="manual:xx")
-    assert any("no caption track 'manual:xx'" in m for m in messages(unknown))
+    assert any("no caption track 'manual:xx'" in m for m in notices(unknown))
     assert result_of(unknown).caption_track == "manual:en"
 
     recued = result_of(run(engine, site, "english", recue_captions=True))
@@ -246,7 +251,7 @@ def test_force_asr_transcribes_although_captions_exist(site, asr_engine):
 def test_a_malformed_track_is_reported_and_the_video_transcribed(site, asr_engine, page):
     events = run(asr_engine, site, page)
     result = result_of(events)
-    warning = next(m for m in messages(events) if "can't be used" in m)
+    warning = next(m for m in notices(events) if "can't be used" in m)
     assert REASONS[page] in warning and "Transcribing instead" in warning
     assert result.source == "asr" and result.caption_track is None
     assert "summer" in " ".join(c.text for c in result.cues).lower()

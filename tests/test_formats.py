@@ -7,7 +7,17 @@ import re
 
 import pytest
 
-from engine.formats import read_json, read_srt, read_vtt, render, render_files, safe_stem
+from engine.formats import (
+    parse_srt,
+    parse_vtt,
+    read_json,
+    read_srt,
+    read_subtitles,
+    read_vtt,
+    render,
+    render_files,
+    safe_stem,
+)
 from engine.protocol import Cue, RenderedFile, Style, SubtideError, Word
 
 LABELLED = Style(speaker_labels=True)
@@ -306,6 +316,79 @@ def test_read_srt_with_bom_and_crlf() -> None:
         (3600.0, 3601.25, "日本語"),
     ]
     assert [cue.id for cue in back] == [1, 2]
+
+
+# A file as users send them: two cues whose times cannot be used among readable ones.
+BROKEN_SRT = (
+    "1\n00:00:01,000 --> 00:00:02,000\none\n\n"
+    "2\n00:00:0x,000 --> 00:00:03,000\ntwo\n\n"
+    "3\n00:00:05,000 --> 00:00:04,000\nthree\n\n"
+    "4\n00:00:06,000 -> 00:00:07,000\nfour\n\n"
+    "5\n00:00:08.000 --> 00:00:09.500\nfive\n"
+)
+
+
+@pytest.mark.parametrize(
+    "encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"]
+)
+def test_utf16_and_utf32_files_are_read_with_or_without_bom(tmp_path, encoding: str) -> None:
+    # "utf-16" and "utf-32" write a byte order mark; the -le/-be codecs write none.
+    path = tmp_path / "wide.srt"
+    path.write_bytes("1\n00:00:01,000 --> 00:00:02,500\nÉté 日本\n".encode(encoding))
+
+    parsed = read_subtitles(path)
+
+    assert _fields(parsed.cues) == [(1.0, 2.5, "Été 日本")]
+    assert parsed.unreadable == []
+
+
+def test_unreadable_cues_are_counted_named_and_never_mended() -> None:
+    parsed = parse_srt(BROKEN_SRT)
+
+    # The cue that ends before it starts is left out, not shown for 0 s.
+    assert _fields(parsed.cues) == [(1.0, 2.0, "one"), (8.0, 9.5, "five")]
+    assert [(u.label, u.reason) for u in parsed.unreadable] == [
+        ("cue 2", "timing line unreadable"),
+        ("cue 3", "ends before it starts"),
+        ("cue 4", "timing line unreadable"),
+    ]
+    assert parsed.problem("talk.srt") == (
+        "3 of 5 cues in talk.srt cannot be read: cue 2 (timing line unreadable), "
+        "cue 3 (ends before it starts), cue 4 (timing line unreadable)"
+    )
+
+
+def test_vtt_cues_that_end_before_they_start_are_unreadable() -> None:
+    parsed = parse_vtt(
+        "WEBVTT\n\nNOTE not a cue\n\nintro\n00:00:05.000 --> 00:00:04.000\nback\n\n"
+        "00:00:06.000 --> 00:00:07.000\nfine\n"
+    )
+
+    assert _fields(parsed.cues) == [(6.0, 7.0, "fine")]
+    assert [(u.label, u.reason) for u in parsed.unreadable] == [
+        ('"intro"', "ends before it starts")
+    ]
+
+
+def test_a_long_list_of_unreadable_cues_names_the_first_few() -> None:
+    text = "".join(f"{n}\n00:00:0{n},000 --> 00:00:00,500\nx\n\n" for n in range(1, 9))
+
+    problem = parse_srt(text).problem("many.srt")
+
+    assert problem.startswith("8 of 8 cues in many.srt cannot be read: cue 1 (")
+    assert "cue 5 (" in problem and "cue 6 (" not in problem
+    assert problem.endswith(" and 3 more")
+
+
+def test_a_folder_is_no_subtitle_file(tmp_path) -> None:
+    folder = tmp_path / "subs.srt"
+    folder.mkdir()
+
+    with pytest.raises(SubtideError) as caught:
+        read_subtitles(folder)
+
+    assert caught.value.code == "bad_input"
+    assert caught.value.message == "subs.srt is a folder, not a subtitle file."
 
 
 def test_read_json_rejects_other_json() -> None:

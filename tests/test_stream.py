@@ -34,6 +34,20 @@ def test_coalesce_keeps_every_cue_the_latest_progress_and_the_end():
     assert merged[1].percent == 20 and merged[2] is result
 
 
+def test_coalesce_keeps_every_notice_in_order_and_percent_never_goes_down():
+    first = ProgressEvent(stage="transcribe", percent=15, message="model replaced", notice=True)
+    second = ProgressEvent(stage="finalize", percent=95, message="no speech found", notice=True)
+    events: list[Event] = [
+        ProgressEvent(stage="transcribe", percent=10),
+        first,
+        ProgressEvent(stage="transcribe", percent=90),
+        second,
+    ]
+    assert list(coalesce(events)) == [first, second]
+    latest = ProgressEvent(stage="finalize", percent=100)
+    assert list(coalesce([*events, latest])) == [first, second, latest]
+
+
 def test_read_ahead_runs_on_while_the_consumer_is_away():
     produced: list[int] = []
 

@@ -24,10 +24,8 @@ from engine.translate import (
     LLMConfig,
     TranslateOptions,
     Translator,
-    language_name,
     load_glossary,
     parse_glossary,
-    same_language,
     translate_cues,
 )
 from tests.support.openai_server import (
@@ -438,15 +436,3 @@ def test_load_glossary(tmp_path: Path) -> None:
         with pytest.raises(SubtideError) as caught:
             load_glossary(path)
         assert caught.value.code == "bad_input"
-
-
-def test_language_names() -> None:
-    assert language_name("de") == "German"
-    assert language_name("pt-BR") == "Portuguese (Brazil)"
-    assert language_name("zh_Hant") == "Chinese (Traditional)"
-    assert language_name("es-419") == "Spanish (Latin America)"
-    assert language_name("tlh") == "tlh"
-    assert same_language("en", "en-US")
-    assert same_language("PT_br", "pt")
-    assert not same_language("en", "de")
-    assert not same_language(None, "en")

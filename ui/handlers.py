@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from engine.formats import safe_stem
+from engine.languages import same_language
 from engine.protocol import (
     Backend,
     Cue,
@@ -29,7 +30,6 @@ from engine.protocol import (
     ResultEvent,
     SubtideError,
 )
-from engine.translate import same_language
 from ui import table as cue_table
 from ui.jobs import JobRunner
 from ui.options import ASR_TRACK, SOURCE_NOTES, Form, media_kind, track_choices

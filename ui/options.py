@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from engine.formats import SUBTITLE_SUFFIXES
+from engine.languages import TARGET_VARIANTS, WHISPER_LANGUAGES, language_name
 from engine.protocol import (
     CaptionTrack,
     DiarizeMode,
@@ -21,17 +22,8 @@ from engine.protocol import (
     TranslationConfig,
     validation_problems,
 )
-from engine.translate import language_name, parse_glossary
+from engine.translate import parse_glossary
 
-# Languages Whisper can transcribe and that many people subtitle into; codes are what the
-# engine takes, names are what people look for.
-_SPOKEN = (
-    "ar bg bn ca cs da de el en es et fa fi fr he hi hr hu id it ja ko lt lv ms nl no pl pt ro "
-    "ru sk sl sr sv sw ta th tl tr uk ur vi zh"
-)
-SPOKEN_LANGUAGES = tuple(_SPOKEN.split())
-# Translation can also aim at a regional or script variant.
-TARGET_VARIANTS = ("es-419", "fr-CA", "pt-BR", "zh-Hant")
 WHISPER_MODELS = (
     "bundled",
     "bundled:tiny.en",
@@ -61,11 +53,11 @@ def _name(code: str) -> str:
 
 
 def target_choices() -> list[tuple[str, str]]:
-    return language_choices(SPOKEN_LANGUAGES + TARGET_VARIANTS)
+    return language_choices(WHISPER_LANGUAGES + TARGET_VARIANTS)
 
 
 def source_choices() -> list[tuple[str, str]]:
-    return [("Auto-detect", AUTO), *language_choices(SPOKEN_LANGUAGES)]
+    return [("Auto-detect", AUTO), *language_choices(WHISPER_LANGUAGES)]
 
 
 DEFAULT_MODEL = ""  # the backend's own WHISPER_MODEL

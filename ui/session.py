@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.formats import render, render_files
+from engine.languages import language_name
 from engine.protocol import Cue, Format, Style
-from engine.translate import language_name
 
 EXPORT_FORMATS: tuple[Format, ...] = ("srt", "vtt", "ass", "txt", "json")
 SOURCE_VIEW = "source"

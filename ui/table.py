@@ -6,8 +6,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from engine.cues import wrap_text
+from engine.languages import language_name
 from engine.protocol import Cue, Style
-from engine.translate import language_name
 
 FIXED_HEADERS = ("#", "start", "end", "speaker", "text")
 # The columns a user may not edit: the id ties a row to its cue, and times are not editable.

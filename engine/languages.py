@@ -1,0 +1,256 @@
+"""Language codes: their names, how they compare, and which ones a job may ask for.
+
+Standard library only (besides the error type), so the UI, the CLI and the remote clients check
+codes exactly as the engine does.
+"""
+
+from __future__ import annotations
+
+import re
+
+from engine.protocol import SubtideError
+
+# Every code Whisper takes for the spoken language ("jw" is Whisper's own code for Javanese).
+_WHISPER_CODES = (
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw "
+    "he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt "
+    "my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl "
+    "tr tt uk ur uz vi yi yo zh yue"
+)
+WHISPER_LANGUAGES: tuple[str, ...] = tuple(_WHISPER_CODES.split())
+# Regional and script variants people often translate into; any region or known script of a
+# known language is accepted, these are the ones offered first.
+TARGET_VARIANTS: tuple[str, ...] = ("es-419", "fr-CA", "pt-BR", "zh-Hans", "zh-Hant")
+
+_LANGUAGES = {
+    "af": "Afrikaans",
+    "am": "Amharic",
+    "ar": "Arabic",
+    "as": "Assamese",
+    "az": "Azerbaijani",
+    "ba": "Bashkir",
+    "be": "Belarusian",
+    "bg": "Bulgarian",
+    "bn": "Bengali",
+    "bo": "Tibetan",
+    "br": "Breton",
+    "bs": "Bosnian",
+    "ca": "Catalan",
+    "cs": "Czech",
+    "cy": "Welsh",
+    "da": "Danish",
+    "de": "German",
+    "el": "Greek",
+    "en": "English",
+    "es": "Spanish",
+    "et": "Estonian",
+    "eu": "Basque",
+    "fa": "Persian",
+    "fi": "Finnish",
+    "fil": "Filipino",
+    "fo": "Faroese",
+    "fr": "French",
+    "gl": "Galician",
+    "gu": "Gujarati",
+    "ha": "Hausa",
+    "haw": "Hawaiian",
+    "he": "Hebrew",
+    "hi": "Hindi",
+    "hr": "Croatian",
+    "ht": "Haitian Creole",
+    "hu": "Hungarian",
+    "hy": "Armenian",
+    "id": "Indonesian",
+    "is": "Icelandic",
+    "it": "Italian",
+    "ja": "Japanese",
+    "jw": "Javanese",
+    "ka": "Georgian",
+    "kk": "Kazakh",
+    "km": "Khmer",
+    "kn": "Kannada",
+    "ko": "Korean",
+    "la": "Latin",
+    "lb": "Luxembourgish",
+    "ln": "Lingala",
+    "lo": "Lao",
+    "lt": "Lithuanian",
+    "lv": "Latvian",
+    "mg": "Malagasy",
+    "mi": "Maori",
+    "mk": "Macedonian",
+    "ml": "Malayalam",
+    "mn": "Mongolian",
+    "mr": "Marathi",
+    "ms": "Malay",
+    "mt": "Maltese",
+    "my": "Burmese",
+    "nb": "Norwegian Bokmål",
+    "ne": "Nepali",
+    "nl": "Dutch",
+    "nn": "Norwegian Nynorsk",
+    "no": "Norwegian",
+    "oc": "Occitan",
+    "pa": "Punjabi",
+    "pl": "Polish",
+    "ps": "Pashto",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "sa": "Sanskrit",
+    "sd": "Sindhi",
+    "si": "Sinhala",
+    "sk": "Slovak",
+    "sl": "Slovenian",
+    "sn": "Shona",
+    "so": "Somali",
+    "sq": "Albanian",
+    "sr": "Serbian",
+    "su": "Sundanese",
+    "sv": "Swedish",
+    "sw": "Swahili",
+    "ta": "Tamil",
+    "te": "Telugu",
+    "tg": "Tajik",
+    "th": "Thai",
+    "tk": "Turkmen",
+    "tl": "Tagalog",
+    "tr": "Turkish",
+    "tt": "Tatar",
+    "uk": "Ukrainian",
+    "ur": "Urdu",
+    "uz": "Uzbek",
+    "vi": "Vietnamese",
+    "yi": "Yiddish",
+    "yo": "Yoruba",
+    "yue": "Cantonese",
+    "zh": "Chinese",
+}
+# Scripts and regions, lower-cased, for codes such as pt-BR or zh-Hant.
+_SUBTAGS = {
+    "hans": "Simplified",
+    "hant": "Traditional",
+    "latn": "Latin",
+    "cyrl": "Cyrillic",
+    "419": "Latin America",
+    "ar": "Argentina",
+    "at": "Austria",
+    "au": "Australia",
+    "be": "Belgium",
+    "br": "Brazil",
+    "ca": "Canada",
+    "ch": "Switzerland",
+    "cn": "China",
+    "de": "Germany",
+    "es": "Spain",
+    "fr": "France",
+    "gb": "United Kingdom",
+    "hk": "Hong Kong",
+    "in": "India",
+    "mx": "Mexico",
+    "pt": "Portugal",
+    "tw": "Taiwan",
+    "us": "United States",
+}
+# ISO 639-1 codes Whisper does not transcribe but an LLM can translate into.
+_OTHER_ISO_639_1 = (
+    "aa ab ae ak an av ay bh bi bm ce ch co cr cu cv dv dz ee eo ff fj fy ga gd gn gv ho hz ia "
+    "ie ig ii ik io iu jv kg ki kj kl kr ks ku kv kw ky lg li lu mh na nd ng nr nv ny oj om or "
+    "os pi qu rm rn rw sc se sg sm ss st ti tn to ts tw ty ug ve vo wa wo xh za zu"
+)
+_TARGETS = frozenset([*_LANGUAGES, *_OTHER_ISO_639_1.split()])
+# Names people type for a language in the language itself; English names come from _LANGUAGES.
+_ENDONYMS = {
+    "deutsch": "de",
+    "español": "es",
+    "espanol": "es",
+    "français": "fr",
+    "francais": "fr",
+    "italiano": "it",
+    "português": "pt",
+    "portugues": "pt",
+    "nederlands": "nl",
+    "polski": "pl",
+    "svenska": "sv",
+    "norsk": "no",
+    "dansk": "da",
+    "suomi": "fi",
+    "türkçe": "tr",
+    "русский": "ru",
+    "日本語": "ja",
+    "中文": "zh",
+    "한국어": "ko",
+}
+# A language, then optionally a script we name and a region (ISO 3166 or UN M.49): zh-Hant-TW.
+_SCRIPTS = "|".join(tag for tag in _SUBTAGS if len(tag) == 4)
+_TARGET = re.compile(rf"([a-z]{{2,3}})(?:-({_SCRIPTS}))?(?:-([a-z]{{2}}|\d{{3}}))?")
+_SPOKEN_EXAMPLES = "en, es, de, ja"
+
+
+def language_name(code: str) -> str:
+    """ "de" -> "German", "pt-BR" -> "Portuguese (Brazil)"; an unknown code is returned as is."""
+    primary, *subtags = code.strip().replace("_", "-").split("-")
+    name = _LANGUAGES.get(primary.lower())
+    if name is None:
+        return code
+    details = [_SUBTAGS.get(tag.lower(), tag) for tag in subtags if tag]
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def same_language(a: str | None, b: str | None) -> bool:
+    """Whether two codes name the same language, regions aside: "en" and "en-US" do."""
+    if not a or not b:
+        return False
+    return _primary(a) == _primary(b)
+
+
+def check_spoken(code: str) -> str:
+    """The Whisper code for a spoken language ("EN", "en-US" -> "en"), or a bad_input error."""
+    primary = _primary(code)
+    if primary in WHISPER_LANGUAGES:
+        return primary
+    suggestion = _suggest(code)
+    hint = f"Did you mean {suggestion}? " if suggestion in WHISPER_LANGUAGES else ""
+    raise SubtideError(
+        "bad_input",
+        f"'{code.strip()}' is not a language Whisper can transcribe.",
+        hint=f"{hint}Use a code such as {_SPOKEN_EXAMPLES} …, or leave it out to detect "
+        "the language.",
+    )
+
+
+def check_target(code: str) -> str:
+    """A translation target in its usual spelling ("PT_br" -> "pt-BR"), or a bad_input error."""
+    normal = _normalised_target(code)
+    if normal is not None:
+        return normal
+    suggestion = _suggest(code)
+    hint = f"Did you mean {suggestion}? " if suggestion else ""
+    raise SubtideError(
+        "bad_input",
+        f"'{code.strip()}' is not a language code Subtide knows.",
+        hint=f"{hint}Use ISO 639-1 codes such as de, ja, pt-BR or zh-Hant.",
+    )
+
+
+def _normalised_target(code: str) -> str | None:
+    match = _TARGET.fullmatch(code.strip().replace("_", "-").lower())
+    if match is None or match.group(1) not in _TARGETS:
+        return None
+    language, script, region = match.groups()
+    return "-".join(
+        part for part in (language, script and script.title(), region and region.upper()) if part
+    )
+
+
+def _suggest(text: str) -> str | None:
+    """The code for a language given by its name: "german", "Deutsch" -> "de"."""
+    wanted = text.strip().lower()
+    for code, name in _LANGUAGES.items():
+        if name.lower() == wanted:
+            return code
+    return _ENDONYMS.get(wanted)
+
+
+def _primary(code: str) -> str:
+    return code.strip().replace("_", "-").split("-")[0].lower()
