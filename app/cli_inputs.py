@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,16 +122,31 @@ def check_output_folder(folder: Path) -> None:
     """`-o` must be a folder this user can write in, or one that can be made: found now, not
     after minutes of transcription."""
     path = folder.expanduser()
-    existing = path
+    existing, missing = path, None
     while not existing.exists():
         if existing.parent == existing:
             break
-        existing = existing.parent
+        existing, missing = existing.parent, existing
     if existing.exists() and not existing.is_dir():
         shown = "it" if existing == path else str(existing)
-        raise UsageError(f"-o: {folder} can't be the output folder: {shown} is a file")
+        raise UsageError(
+            f"-o: {folder} can't be the output folder: {shown} is a file",
+            hint="name a folder, e.g. -o subtitles/",
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"-o: can't write in {existing} (permission denied)")
+    if missing is None:
+        return
+    # Made and removed at once: some places refuse a new folder whatever access() says
+    # (/proc, a read-only mount), and a run that fails should leave no empty folder behind.
+    try:
+        missing.mkdir()
+        missing.rmdir()
+    except OSError as exc:
+        raise UsageError(
+            f"-o: can't make the folder {folder} ({exc.strerror or exc})",
+            hint="name a folder you can write in",
+        ) from None
 
 
 def load_glossary(path: Path | None) -> dict[str, str]:
@@ -200,6 +214,7 @@ def source_of(text: str, *, translate_only: bool) -> Source:
     never work: a link that does not parse, a missing file, a folder, a named pipe (reading it
     would wait forever for a writer), or a non-subtitle file given to `translate`."""
     from cloud.detect import split_http_url
+    from engine.ffmpeg import require_file
     from engine.protocol import Source, SubtideError
 
     if "://" in text and not translate_only:
@@ -211,24 +226,7 @@ def source_of(text: str, *, translate_only: bool) -> Source:
     path = Path(text).expanduser()
     if translate_only and path.suffix.lower() not in SUBTITLE_INPUTS:
         raise SubtideError("bad_input", "translate takes .srt or .vtt files")
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise SubtideError("bad_input", "no such file") from None
-    except OSError as exc:
-        raise SubtideError("bad_input", f"can't be read ({exc.strerror})") from None
-    if stat.S_ISDIR(mode):
-        raise SubtideError(
-            "bad_input", "is a folder, not a media file", f"name the files in it, e.g. {text}/*"
-        )
-    if not stat.S_ISREG(mode):
-        raise SubtideError(
-            "bad_input",
-            "is not a regular file (a named pipe, a socket or a device)",
-            "save what it carries to a file first",
-        )
-    if not os.access(path, os.R_OK):
-        raise SubtideError("bad_input", "can't be read (permission denied)")
+    require_file(path, "subtitle file" if path.suffix.lower() in SUBTITLE_INPUTS else "media file")
     return Source(path=text)
 
 

@@ -3,6 +3,7 @@ clients (cloud/) use it too without the engine's heavy parts."""
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -18,7 +19,9 @@ def require_file(path: Path, kind: str = "media file") -> None:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise SubtideError("bad_input", f"File not found: {name}") from None
+        raise SubtideError(
+            "bad_input", f"File not found: {name}", hint="Check the path and the file name."
+        ) from None
     except OSError as exc:
         raise SubtideError("bad_input", f"Cannot read {name}: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):
@@ -32,7 +35,13 @@ def require_file(path: Path, kind: str = "media file") -> None:
             hint="Save the stream to a file first, then give that file.",
         )
     if info.st_size == 0:
-        raise SubtideError("bad_input", f"{name} is empty (0 bytes)")
+        raise SubtideError(
+            "bad_input", f"{name} is empty (0 bytes)", hint="Copy or download it again."
+        )
+    if not os.access(path, os.R_OK):
+        raise SubtideError(
+            "bad_input", f"Cannot read {name}: permission denied", hint="Check its permissions."
+        )
 
 
 def _special_kind(mode: int) -> str:

@@ -488,7 +488,7 @@ def probe(path: Path) -> Probe:
     streams = data.get("streams") or []
     kinds = {stream.get("codec_type") for stream in streams if not _is_cover_art(stream)}
     if "audio" not in kinds:
-        raise SubtideError("bad_input", f"{path.name} has no audio track")
+        raise SubtideError("bad_input", f"{path.name} has no audio track", hint=_NO_AUDIO_HINT)
     durations = [data.get("format", {}).get("duration")]
     durations += [stream.get("duration") for stream in streams]
     known = [seconds for seconds in map(_seconds, durations) if seconds > 0]
@@ -516,10 +516,14 @@ def decode_audio(path: Path, sample_rate: int = 16000) -> numpy.ndarray:
     if result.returncode != 0:
         detail = _last_line(result.stderr, path)
         if "does not contain any stream" in detail:  # -vn left nothing: there is no audio
-            raise SubtideError("bad_input", f"{path.name} has no audio track")
+            raise SubtideError("bad_input", f"{path.name} has no audio track", hint=_NO_AUDIO_HINT)
         raise SubtideError("bad_input", f"Could not decode the audio of {path.name}: {detail}")
     if not result.stdout:
-        raise SubtideError("bad_input", f"{path.name} contains no audio samples")
+        raise SubtideError(
+            "bad_input",
+            f"{path.name} contains no audio samples",
+            hint="Its audio track is empty: export or download the file again.",
+        )
     samples = numpy.frombuffer(result.stdout, dtype="<i2")
     return samples.astype(numpy.float32) / 32768.0
 
@@ -550,7 +554,11 @@ def _unreadable(path: Path) -> SubtideError:
     return SubtideError(
         "bad_input",
         f"{path.name} is not an audio or video file ffmpeg can read (corrupt or unsupported)",
+        hint="Check that it plays; download or copy it again, or convert it with ffmpeg.",
     )
+
+
+_NO_AUDIO_HINT = "Give a file with sound: this one carries no audio to transcribe."
 
 
 def _is_cover_art(stream: dict[str, Any]) -> bool:

@@ -530,7 +530,9 @@ def load_glossary(path: Path) -> dict[str, str]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: editors on Windows add a BOM
     except FileNotFoundError:
-        raise SubtideError("bad_input", f"Glossary file not found: {path}") from None
+        raise SubtideError(
+            "bad_input", f"Glossary file not found: {path}", hint="Check the path."
+        ) from None
     except UnicodeDecodeError:
         raise SubtideError("bad_input", f"Glossary file is not UTF-8 text: {path}") from None
     except OSError as err:

@@ -75,9 +75,8 @@ def test_bad_input_is_one_line_and_writes_nothing(clips, cache_root, tmp_path):
     assert done.returncode == 1
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 2, done.stderr
-    # The link can never work, so it is refused before any source runs; the empty file fails in
-    # its turn.
-    assert "ftp" in errors[0] and "empty" in errors[1]
+    # Neither can ever work, so both are refused, in the order given, before any source runs.
+    assert "empty" in errors[0] and "ftp" in errors[1]
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in out.iterdir()) == ["short_en.srt"], "the good source still ran"
 

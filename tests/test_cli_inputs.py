@@ -188,6 +188,32 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(cache_root, 
     assert "File exists" not in done.stderr and taken.read_text() == "mine"
 
 
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(cache_root, tmp_path):
+    with silent_server() as (url, _):
+        # Hang guard: the run must end before it touches the source. /proc takes no new folder,
+        # whatever access() says to root.
+        done = subtide(
+            "run",
+            f"{url}/talk.mp4",
+            "-o",
+            "/proc/subtide-out",
+            cache=cache_root,
+            timeout=HANG_GUARD_S,
+        )
+    assert done.returncode == 2
+    assert done.stderr.startswith("subtide: -o: can't make the folder /proc/subtide-out (")
+    assert "(name a folder you can write in)" in done.stderr
+
+
+def test_a_missing_source_says_what_to_check(cache_root, tmp_path):
+    missing = tmp_path / "talk.mp4"
+    done = subtide("run", str(missing), cache=cache_root, timeout=HANG_GUARD_S)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"subtide: {missing}: File not found: talk.mp4 (Check the path and the file name.)\n"
+    )
+
+
 def test_translate_without_a_target_is_a_usage_error(cache_root, tmp_path):
     talk = tmp_path / "talk.srt"
     talk.write_text(TALK_SRT)
@@ -224,9 +250,10 @@ def test_a_named_pipe_a_folder_and_a_broken_link_fail_at_once(cache_root, tmp_pa
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert lines == [
-        f"subtide: {pipe}: is not a regular file (a named pipe, a socket or a device) "
-        "(save what it carries to a file first)",
-        f"subtide: {folder}: is a folder, not a media file (name the files in it, e.g. {folder}/*)",
+        f"subtide: {pipe}: {pipe.name} is a named pipe, not a media file. "
+        "(Save the stream to a file first, then give that file.)",
+        f"subtide: {folder}: {folder.name} is a folder, not a media file. "
+        "(Give a media file inside it.)",
         "subtide: http://[::1: Not a valid URL (Invalid IPv6 URL). (check the link)",
     ]
     assert not out.exists()
