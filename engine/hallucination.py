@@ -1,10 +1,12 @@
-"""Removes what Whisper invents: repeated phrases, loops of identical segments, impossible speed.
+"""Removes what Whisper invents: repeated phrases, loops of identical segments, impossible speed,
+and words Whisper itself does not believe, written where it doubts anyone speaks.
 
 The filter streams: it looks only at the segment in hand and the few kept before it.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -28,6 +30,14 @@ class FilterRules:
     # Faster than anyone speaks, counted on segments long enough for the rate to mean something.
     max_cps: float = 40.0
     min_chars_for_cps: int = 15
+    # Noise, or a tenth of a second of a word, makes Whisper write a stock phrase ("You", "Thank
+    # you.") in a window it thinks may hold no speech. It barely believes the phrase's opening
+    # word (a few percent) and then goes on as a language model ("Thank" 0.004, "you." 0.95).
+    # Real speech, even a lone mumbled "No." in such a window, opens with 0.15 and more; a long
+    # real segment that opens with an unlikely name keeps a high geometric mean.
+    doubtful_no_speech: float = 0.3
+    unbelieved_word: float = 0.1
+    believed_segment: float = 0.5
 
 
 def _norm(text: str) -> str:
@@ -49,10 +59,21 @@ class HallucinationFilter:
         """The segment as it should be kept, or None when it is a hallucination."""
         segment = self._collapse_repeats(segment)
         text = _norm(segment.text)
-        if not text or self._too_fast(segment) or self._is_loop(text):
+        if not text or self._unbelieved(segment) or self._too_fast(segment) or self._is_loop(text):
             return None
         self._recent = [*self._recent[-(self.rules.max_identical_in_a_row - 1) :], text]
         return segment
+
+    def _unbelieved(self, segment: Segment) -> bool:
+        """Whisper doubts that anyone speaks, its opening word, and the segment as a whole."""
+        if segment.no_speech_prob < self.rules.doubtful_no_speech:
+            return False
+        # Punctuation is no word; a word without a probability (no word timings) can't be judged.
+        scores = [w.probability for w in segment.words if _norm(w.text)]
+        known = [p for p in scores if p is not None]
+        if not known or len(known) < len(scores) or known[0] >= self.rules.unbelieved_word:
+            return False
+        return _geometric_mean(known) < self.rules.believed_segment
 
     def _too_fast(self, segment: Segment) -> bool:
         chars = len(segment.text)
@@ -78,6 +99,10 @@ class HallucinationFilter:
         text = "".join(w.text for w in kept).strip()
         end = kept[-1].end if kept else segment.start
         return replace(segment, words=kept, text=text, end=end)
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(max(v, 1e-9)) for v in values) / len(values))
 
 
 def _keep_mask(keys: list[str], rules: FilterRules) -> list[bool]:

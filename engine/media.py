@@ -458,6 +458,13 @@ def host_label(url: str) -> str:
     return f"{parts.hostname}:{port}" if port else str(parts.hostname)
 
 
+def shown_url(url: str) -> str:
+    """A link as it may be shown: without a login, query string or fragment (tokens live there)."""
+    parts = urlsplit(url.strip())
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}" if parts.scheme else url.strip()
+
+
 def _clean_message(message: str, dest_dir: Path | None) -> str:
     """yt-dlp's text without colour codes, tracebacks, credentials, query strings or our paths."""
     lines = _ANSI.sub("", message).strip().splitlines()

@@ -222,9 +222,12 @@ class Engine:
                     self._require_whisper(job)  # before a download that would be for nothing
                 download = yield from self._fetch(job.source, work, progress, listing)
                 timings["download"] = time.monotonic() - mark
-                text = yield from self._text_of(
-                    job, download, listing, progress, translator, timings
-                )
+                try:
+                    text = yield from self._text_of(
+                        job, download, listing, progress, translator, timings
+                    )
+                except SubtideError as exc:
+                    raise _as_given(exc, download.path, job.source) from None
             mark = time.monotonic()
             yield from self._finish_translations(text.translations, progress)
             if text.translations.targets:
@@ -826,6 +829,17 @@ def _readable_cues(
         raise SubtideError("bad_input", f"{problem}.", hint=hint if parsed.cues else "Fix them.")
     yield progress.note(f"{problem}; going on without them.", notice=True)
     return parsed.cues
+
+
+def _as_given(exc: SubtideError, path: Path, source: Source) -> SubtideError:
+    """The error with a downloaded or uploaded file named as the user gave it: our temporary
+    name (media.unknown_video, upload-3f2a…) means nothing to them."""
+    if source.path:
+        return exc
+    given = media.shown_url(source.url) if source.url else "the uploaded audio"
+    message = exc.message.replace(path.name, given)
+    hint = exc.hint.replace(path.name, given) if exc.hint else None
+    return SubtideError(exc.code, message, hint)
 
 
 def _cut_short(decoded: float, expected: float) -> bool:

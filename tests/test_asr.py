@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.asr import resolve_model
+from engine.asr import SIZE_NAMES, resolve_model
 from engine.protocol import SubtideError
 
 
@@ -66,3 +66,9 @@ def test_bad_model_specs_say_what_is_wrong(models_dir, spec, words):
 def test_a_folder_without_a_model_is_refused(models_dir, tmp_path):
     with pytest.raises(SubtideError, match="not a faster-whisper model"):
         resolve_model(str(tmp_path), models_dir)
+
+
+def test_the_size_names_the_command_line_checks_are_faster_whispers_own():
+    from faster_whisper.utils import available_models
+
+    assert list(SIZE_NAMES) == available_models()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import start_subtide, subtide
-from tests.support.http_server import serve
+from tests.support.http_server import serve, serve_directory
 from tests.support.timing import HANG_GUARD_S, JOB_HANG_GUARD_S
 
 TALK_SRT = (
@@ -150,6 +150,12 @@ WRONG_OPTIONS = [
     (["-l", "xx"], "-l/--lang: "),
     (["--to", "zz"], "--to: "),
     (["--to", "german"], "--to: "),
+    (
+        ["-m", "no-such-model"],
+        "-m/--model: Unknown Whisper model 'no-such-model'. (Use one of: bundled, bundled:base, "
+        "bundled:tiny.en, tiny.en, tiny,",
+    ),
+    (["-m", "./nope_dir"], "-m/--model: No model folder at ./nope_dir. (Use one of: bundled,"),
 ]
 
 
@@ -173,6 +179,31 @@ def test_a_wrong_option_is_one_line_that_names_it(options, said, cache_root, tmp
     assert said in done.stderr
     assert "Traceback" not in done.stderr and "num_speakers" not in done.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["run", "talk.mp4", "--max-chars", "abc"],
+            "run: argument --max-chars: invalid int value: 'abc' (see subtide run --help)",
+        ),
+        (
+            ["run", "--bogus", "talk.mp4"],
+            "run: unrecognized arguments: --bogus (see subtide run --help)",
+        ),
+        (["run"], "run: the following arguments are required: SOURCE (see subtide run --help)"),
+        (["--bogus"], "unrecognized arguments: --bogus (see subtide --help)"),
+    ],
+)
+def test_a_malformed_command_line_is_one_line_not_a_usage_dump(argv, said, capsys):
+    from app.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+
+    assert ended.value.code == 2
+    assert capsys.readouterr() == ("", f"subtide: {said}\n")
 
 
 def test_an_output_folder_that_is_a_file_is_refused_before_any_work(cache_root, tmp_path):
@@ -281,6 +312,18 @@ def test_a_page_that_fails_is_not_fetched_again_by_its_job(cache_root, tmp_path)
         done = subtide("run", f"{url}/page", cache=cache_root, timeout=JOB_HANG_GUARD_S)
     assert done.returncode == 1 and "503" in done.stderr
     assert len(asked) == one_look, "a page that failed once is not asked again"
+
+
+def test_a_link_to_a_text_file_is_named_as_given_not_by_our_temporary_file(cache_root, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "readme.txt").write_text("Not media, just words.\n")
+    with serve_directory(site) as base:
+        link = f"{base}/readme.txt"
+        done = subtide("run", link, cache=cache_root, timeout=JOB_HANG_GUARD_S)
+    assert done.returncode == 1
+    assert f"subtide: {link}: {link} is not an audio or video file ffmpeg can read" in done.stderr
+    assert "unknown_video" not in done.stderr
 
 
 # --- every wait is said and bounded; a signal stops the run at once ----------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from engine.pipeline import Engine
 from engine.protocol import ErrorEvent, Event, JobSpec, ProgressEvent, ResultEvent, Source
+from tests.support.http_server import serve_directory
 from tests.support.timing import HANG_GUARD_S
 
 BROKEN_SRT = (
@@ -47,6 +48,17 @@ def tone(folder: Path, seconds: float = 3.0) -> Path:
     path = folder / "tone.wav"
     command = ["sox", "-n", "-r", "16000", "-c", "1", str(path), "synth", str(seconds)]
     subprocess.run([*command, "sine", "440", "vol", "0.5"], check=True, capture_output=True)
+    return path
+
+
+def spoken(folder: Path, text: str, voice: str, start: float = 0.0, seconds: float = 0.0) -> Path:
+    """espeak-ng saying `text`; with `seconds`, only that much of it from `start`."""
+    whole = folder / "whole.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(whole), text], check=True)
+    if not seconds:
+        return whole
+    path = folder / "cut.wav"
+    subprocess.run(["sox", str(whole), str(path), "trim", str(start), str(seconds)], check=True)
     return path
 
 
@@ -114,6 +126,20 @@ def _let_go(pipe: Path) -> None:
     """A writer that opens and closes at once: a reader stuck on the pipe sees its end."""
     with contextlib.suppress(OSError):  # no reader is waiting
         os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_a_downloaded_file_that_is_no_media_is_named_by_its_link(engine, tmp_path):
+    (tmp_path / "readme.txt").write_text("Not media, just words.\n")
+    with serve_directory(tmp_path) as base:
+        events = list(engine.run(JobSpec(source=Source(url=f"{base}/readme.txt?key=s3cret"))))
+
+    error = error_of(events)
+    assert error.code == "bad_input"
+    # Our temporary file (readme.unknown_video) means nothing to the user; a query string
+    # may hold a key.
+    assert error.message == (
+        f"{base}/readme.txt is not an audio or video file ffmpeg can read (corrupt or unsupported)"
+    )
 
 
 # --- subtitle files with unreadable cues -----------------------------------------------------
@@ -188,6 +214,33 @@ def test_a_tone_gives_no_invented_words_and_says_no_speech_was_found(engine, tmp
         "No speech was found in tone.wav (silence, music or noise?): "
         "the subtitle files are written, empty."
     ]
+
+
+# Each a tenth of a second of a word, on which the bundled base model wrote "You" (or, on
+# another CPU, "Thank you.") with a word probability of a few percent.
+@pytest.mark.parametrize(
+    ("text", "voice", "start"),
+    [
+        ("Okay.", "en", 0.0),
+        ("Good evening.", "en+f3", 0.0),
+        ("Thank you very much.", "en", 0.05),
+        ("Hello there, this is a test.", "en", 0.0),
+    ],
+)
+def test_a_tenth_of_a_second_of_a_word_gives_no_invented_words(
+    engine, tmp_path, text, voice, start
+):
+    events = run(engine, spoken(tmp_path, text, voice, start, 0.1), formats=["srt"])
+
+    assert result_of(events).cues == []
+    assert [n for n in notices(events) if n.startswith("No speech was found in cut.wav")]
+
+
+@pytest.mark.parametrize(("text", "voice"), [("Okay.", "en+m3"), ("Hello.", "en+f3")])
+def test_a_short_real_word_is_still_transcribed(engine, tmp_path, text, voice):
+    result = result_of(run(engine, spoken(tmp_path, text, voice), formats=["srt"]))
+
+    assert [c.text.rstrip(".") for c in result.cues] == [text.rstrip(".")]
 
 
 def test_a_model_that_cannot_be_had_is_replaced_and_that_is_said(engine, tmp_path):

@@ -1,4 +1,7 @@
-"""The hallucination filter on crafted segments: loops, repeated phrases, impossible speed."""
+"""The hallucination filter on crafted segments: loops, repeated phrases, impossible speed, and
+words Whisper does not believe where it doubts anyone speaks."""
+
+from dataclasses import replace
 
 from engine.asr import Segment, spread_words
 from engine.hallucination import HallucinationFilter
@@ -55,3 +58,29 @@ def test_text_faster_than_anyone_speaks_is_dropped():
 
 def test_empty_and_punctuation_only_segments_are_dropped():
     assert run(seg("", 0, 1), seg(" ... ", 1, 2)) == []
+
+
+def scored(text: str, no_speech: float, *probabilities: float) -> Segment:
+    """A segment as Whisper returns it: each word with its probability, the window's
+    no-speech probability."""
+    plain = seg(text, 0.0, 0.4 * len(probabilities))
+    words = tuple(
+        w.model_copy(update={"probability": p})
+        for w, p in zip(plain.words, probabilities, strict=True)
+    )
+    return replace(plain, words=words, no_speech_prob=no_speech)
+
+
+def test_words_whisper_does_not_believe_where_it_doubts_speech_are_dropped():
+    # As the bundled base model writes them on a tenth of a second of a word, or on noise.
+    assert run(scored("You", 0.56, 0.007)) == []
+    assert run(scored("Thank you.", 0.59, 0.004, 0.95)) == []
+    assert run(scored("Thank you very much.", 0.7, 0.02, 0.9, 0.9, 0.95)) == []
+
+
+def test_short_real_words_and_unsure_words_in_clear_speech_are_kept():
+    lone_no = scored("No.", 0.42, 0.145)  # a real "No." alone, as the base model scores it
+    in_speech = scored("Hmm.", 0.1, 0.05)  # Whisper is sure someone speaks there
+    unscored = seg("Fine.", 0.0, 0.5)  # no word timings: nothing to judge by
+    named = scored("Ngozi said we should all meet at the station.", 0.4, 0.05, *[0.9] * 8)
+    assert run(lone_no, in_speech, unscored, named) == [lone_no, in_speech, unscored, named]
