@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 # After Ctrl-C, how long the workers get to end by themselves (their own cleanup runs then);
 # the run exits after this even if one is still blocked, well within the 2 s a user waits.
 GRACE_S = 1.0
-# A wait longer than this gets a "waiting for …" line: shorter ones are not worth a line.
-SLOW_S = 1.0
+# A wait longer than this gets a "waiting for …" line. Reading a page that answers takes yt-dlp
+# a few seconds on a busy laptop: a shorter delay would say "waiting" about a host that answered.
+SLOW_S = 5.0
 
 
 class Interrupted(KeyboardInterrupt):
