@@ -197,6 +197,11 @@ def run_jobs(
         board.silence()
         _stop(backends, workers)
         raise
+    # Done: the workers are only returning now, but one still alive when the interpreter shuts
+    # down can take native threads (CTranslate2, onnxruntime) with it, which aborts the process
+    # after its files are written (exit -6 instead of 0).
+    for worker in workers:
+        worker.join()
     return failures
 
 
