@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from cloud.detect import Target
     from engine.protocol import Source, SubtideError
 
-SUBTITLE_INPUTS = (".srt", ".vtt")
 
 # JobSpec's fields (and those of the models inside it) as the options that set them.
 _OPTION_OF = {
@@ -230,6 +229,7 @@ def source_of(text: str, *, translate_only: bool) -> Source:
     would wait forever for a writer), or a non-subtitle file given to `translate`."""
     from cloud.detect import split_http_url
     from engine.ffmpeg import require_file
+    from engine.formats import SUBTITLE_SUFFIXES
     from engine.protocol import Source, SubtideError
 
     if "://" in text and not translate_only:
@@ -239,9 +239,10 @@ def source_of(text: str, *, translate_only: bool) -> Source:
             raise SubtideError("bad_input", exc.message, "check the link") from None
         return Source(url=text)
     path = Path(text).expanduser()
-    if translate_only and path.suffix.lower() not in SUBTITLE_INPUTS:
+    subtitles = path.suffix.lower() in SUBTITLE_SUFFIXES
+    if translate_only and not subtitles:
         raise SubtideError("bad_input", "translate takes .srt or .vtt files")
-    require_file(path, "subtitle file" if path.suffix.lower() in SUBTITLE_INPUTS else "media file")
+    require_file(path, "subtitle file" if subtitles else "media file")
     return Source(path=text)
 
 
