@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pysrt
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from engine.formats import read_json, read_vtt
 from tests.support.browser import chromium, new_context, serve_app
@@ -221,8 +222,17 @@ def choose_german(page) -> None:
 
 
 def upload(page, path: Path) -> None:
-    page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.wait_for_selector(f"#upload :text('{path.name}')")
+    """Drops the file as a user would, and again if it did not take: Gradio may re-render the
+    upload box just after another event (the link box cleared), and a file given to the old
+    input is lost, as a user's drop would be. Each wait is a hang guard (idle: under 1 s)."""
+    for attempt in range(3):
+        page.locator("#upload input[type=file]").set_input_files(str(path))
+        try:
+            page.wait_for_selector(f"#upload :text('{path.name}')", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
 
 
 def edit_first_text(page, text: str) -> None:
