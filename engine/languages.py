@@ -181,6 +181,23 @@ _ENDONYMS = {
     "中文": "zh",
     "한국어": "ko",
 }
+# Regions a target may name: the ISO 3166-1 countries (and XK, Kosovo, as CLDR has it) and the
+# UN M.49 areas CLDR uses (419: Latin America). A code outside them is a typo or made up, and
+# each target costs a translation pass.
+_REGION_CODES = (
+    "ad ae af ag ai al am ao aq ar as at au aw ax az ba bb bd be bf bg bh bi bj bl bm bn bo "
+    "bq br bs bt bv bw by bz ca cc cd cf cg ch ci ck cl cm cn co cr cu cv cw cx cy cz de dj "
+    "dk dm do dz ec ee eg eh er es et fi fj fk fm fo fr ga gb gd ge gf gg gh gi gl gm gn gp "
+    "gq gr gs gt gu gw gy hk hm hn hr ht hu id ie il im in io iq ir is it je jm jo jp ke kg "
+    "kh ki km kn kp kr kw ky kz la lb lc li lk lr ls lt lu lv ly ma mc md me mf mg mh mk ml "
+    "mm mn mo mp mq mr ms mt mu mv mw mx my mz na nc ne nf ng ni nl no np nr nu nz om pa pe "
+    "pf pg ph pk pl pm pn pr ps pt pw py qa re ro rs ru rw sa sb sc sd se sg sh si sj sk sl "
+    "sm sn so sr ss st sv sx sy sz tc td tf tg th tj tk tl tm tn to tr tt tv tw tz ua ug um "
+    "us uy uz va vc ve vg vi vn vu wf ws xk ye yt za zm zw "
+    "001 002 005 009 011 013 014 015 017 018 019 021 029 030 034 035 039 053 054 057 061 "
+    "142 143 145 150 151 154 155 202 419"
+)
+_REGIONS = frozenset(_REGION_CODES.split())
 # A language, then optionally a script we name and a region (ISO 3166 or UN M.49): zh-Hant-TW.
 _SCRIPTS = "|".join(tag for tag in _SUBTAGS if len(tag) == 4)
 _TARGET = re.compile(rf"([a-z]{{2,3}})(?:-({_SCRIPTS}))?(?:-([a-z]{{2}}|\d{{3}}))?")
@@ -224,6 +241,12 @@ def check_target(code: str) -> str:
     normal = _normalised_target(code)
     if normal is not None:
         return normal
+    if _known_language(code):  # with a region that is none
+        raise SubtideError(
+            "bad_input",
+            f"'{code.strip()}' names no region Subtide knows.",
+            hint="Use an ISO 3166 country code (pt-BR, fr-CA, en-GB) or 419 (es-419).",
+        )
     suggestion = _suggest(code)
     hint = f"Did you mean {suggestion}? " if suggestion else ""
     raise SubtideError(
@@ -233,9 +256,15 @@ def check_target(code: str) -> str:
     )
 
 
-def _normalised_target(code: str) -> str | None:
+def _known_language(code: str) -> re.Match[str] | None:
+    """The parts of a target code whose language is one we know (its region unchecked)."""
     match = _TARGET.fullmatch(code.strip().replace("_", "-").lower())
-    if match is None or match.group(1) not in _TARGETS:
+    return match if match and match.group(1) in _TARGETS else None
+
+
+def _normalised_target(code: str) -> str | None:
+    match = _known_language(code)
+    if match is None or (match.group(3) and match.group(3) not in _REGIONS):
         return None
     language, script, region = match.groups()
     return "-".join(

@@ -11,7 +11,6 @@ import base64
 import binascii
 import hashlib
 import http
-import ipaddress
 import json
 import os
 import re
@@ -26,18 +25,13 @@ from urllib.parse import urlsplit
 from engine.ffmpeg import require_file, run_on
 from engine.files import write_atomic
 from engine.protocol import SubtideError
+from engine.url_guard import Resolver, UrlGuard
+from engine.url_guard import check_url as check_url  # its callers know it as media.check_url
 
 if TYPE_CHECKING:
     import numpy
 
-_METADATA_HOSTS = frozenset({"metadata.google.internal"})
-_METADATA_IPS = frozenset(
-    ipaddress.ip_address(address)
-    for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-)
-_SHARED_NAT = ipaddress.ip_network("100.64.0.0/10")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_AMBIGUOUS = re.compile(r"[\\\s\x00-\x1f\x7f]")
 _WHITESPACE = str.maketrans("", "", " \t\r\n")
 
 
@@ -62,92 +56,6 @@ class Download:
     title: str | None
 
 
-# --- URLs --------------------------------------------------------------------------------------
-
-
-def check_url(url: str, *, allow_private: bool) -> None:
-    """Refuse links that are not http(s) or that point into a private network.
-
-    Cloud metadata endpoints are refused even when private addresses are allowed: they hand out
-    credentials to anything on the machine that asks.
-    """
-    host = _host_of(url)
-    if host in _METADATA_HOSTS:
-        raise _refused(host)
-    for address in _resolve(host):
-        if address in _METADATA_IPS or (not allow_private and _is_private(address)):
-            raise _refused(host)
-
-
-def _host_of(url: str) -> str:
-    """The host name of an http(s) link, refusing anything else."""
-    # Parsers disagree on these: urllib3 reads "http://10.0.0.1\@example.com" as host 10.0.0.1,
-    # urlsplit as example.com. Real links percent-encode them, so refusing them costs nothing.
-    if _AMBIGUOUS.search(url.strip()):
-        raise SubtideError(
-            "unsupported_source",
-            "The link contains spaces, backslashes or control characters",
-            "copy the link again from the address bar",
-        )
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        raise SubtideError(
-            "unsupported_source", "The link is not a valid URL", "check the URL"
-        ) from None
-    if parts.scheme.lower() not in ("http", "https"):
-        shown = f"'{parts.scheme}:' links" if parts.scheme else "links without http:// or https://"
-        raise SubtideError(
-            "unsupported_source",
-            f"Only http and https links can be downloaded, not {shown}",
-            "paste the full address of the video page, starting with https://",
-        )
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise SubtideError("unsupported_source", "The link has no host name", "check the URL")
-    return host
-
-
-def _resolve(host: str) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        results = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (socket.gaierror, UnicodeError):
-        raise SubtideError(
-            "source_unavailable",
-            f"Could not resolve host {host}",
-            "check the URL and your connection",
-        ) from None
-    addresses = set()
-    for *_, sockaddr in results:
-        address = ipaddress.ip_address(sockaddr[0])
-        # ::ffff:127.0.0.1 reaches 127.0.0.1, so it is judged as the IPv4 address it wraps.
-        mapped = getattr(address, "ipv4_mapped", None)
-        addresses.add(mapped or address)
-    return addresses
-
-
-def _is_private(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return (
-        not address.is_global  # also covers documentation and benchmark ranges
-        or address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_reserved
-        or address.is_multicast
-        or address.is_unspecified
-        or address in _SHARED_NAT
-    )
-
-
-def _refused(host: str) -> SubtideError:
-    return SubtideError(
-        "unsupported_source",
-        f"Refusing to download from {host}: it is a private, local or cloud metadata address",
-        "only public addresses are allowed; downloads from private networks can be enabled "
-        "in the settings of a server you run yourself",
-    )
-
-
 # --- Downloads ---------------------------------------------------------------------------------
 
 
@@ -161,10 +69,8 @@ def extract(
     """What yt-dlp knows about the single video behind `url` (title, formats, caption tracks),
     fetched through the SSRF guard; `download(..., info=)` reuses it without a second look."""
     url = url.strip()
-    session = _session(
-        url, allow_private=allow_private, socket_timeout=socket_timeout, media_format=media_format
-    )
-    with session as ydl:
+    guard = UrlGuard(allow_private=allow_private)
+    with _session(url, guard, socket_timeout=socket_timeout, media_format=media_format) as ydl:
         return _single_video(ydl.extract_info(url, download=False))
 
 
@@ -177,11 +83,17 @@ def download(
     socket_timeout: float = 30,
     media_format: str = AUDIO_FORMAT,
     info: dict[str, Any] | None = None,
+    resolver: Resolver = socket.getaddrinfo,
+    native_only: bool | None = None,
 ) -> Download:
     """Fetch the best audio (or the whole file) behind `url` into `dest_dir` with yt-dlp;
     `media_format` (a yt-dlp format selector) asks for something else, e.g. PREVIEW_FORMAT.
-    `info` is what `extract` returned for the same link, so the page is not read twice."""
+    `info` is what `extract` returned for the same link, so the page is not read twice.
+    `resolver` answers host names for the guard (see UrlGuard). `native_only` refuses streams
+    yt-dlp would hand to ffmpeg or another program that fetches outside the guard; by default
+    it does so when private addresses are refused."""
     url = url.strip()
+    guard = UrlGuard(allow_private=allow_private, resolver=resolver)
     options = {
         "outtmpl": {"default": str(dest_dir / "%(id).60s.%(ext)s")},
         "restrictfilenames": True,
@@ -192,11 +104,12 @@ def download(
     }
     session = _session(
         url,
-        allow_private=allow_private,
+        guard,
         socket_timeout=socket_timeout,
         media_format=media_format,
         options=options,
         dest_dir=dest_dir,
+        native_only=native_only,
     )
     with session as ydl:
         dest_dir.mkdir(parents=True, exist_ok=True)  # once the link is judged
@@ -204,7 +117,7 @@ def download(
             info = _single_video(ydl.extract_info(url, download=False))
         # The chosen media may live on another host than the page: judge it before fetching.
         for origin in _media_origins(info):
-            check_url(origin, allow_private=allow_private)
+            guard.check_url(origin)
         info = ydl.process_ie_result(info, download=True)
     return Download(Path(info["requested_downloads"][0]["filepath"]), info.get("title"))
 
@@ -217,14 +130,17 @@ def fetch_bytes(
     impersonate: bool = False,
     socket_timeout: float = 30,
     max_bytes: int = 20_000_000,
+    resolver: Resolver = socket.getaddrinfo,
 ) -> bytes:
     """A small file (a caption track) through the same guarded yt-dlp session as the media,
     so its link and every redirect are judged like the page's. `impersonate`: the extractor
-    said the site wants a browser's TLS fingerprint (YouTube's captions do)."""
+    said the site wants a browser's TLS fingerprint (YouTube's captions do); only a session
+    that allows private addresses can impersonate (see engine.guarded_ytdlp)."""
     from yt_dlp.networking import Request
 
     url = url.strip()
-    with _session(url, allow_private=allow_private, socket_timeout=socket_timeout) as ydl:
+    guard = UrlGuard(allow_private=allow_private, resolver=resolver)
+    with _session(url, guard, socket_timeout=socket_timeout) as ydl:
         extensions = {"impersonate": _browser(ydl)} if impersonate and _browser(ydl) else {}
         with ydl.urlopen(Request(url, headers=headers or {}, extensions=extensions)) as reply:
             data = reply.read(max_bytes + 1)
@@ -247,21 +163,24 @@ def _browser(ydl: Any) -> Any:
 @contextmanager
 def _session(
     url: str,
+    guard: UrlGuard,
     *,
-    allow_private: bool,
     socket_timeout: float,
     media_format: str = AUDIO_FORMAT,
     options: dict[str, Any] | None = None,
     dest_dir: Path | None = None,
+    native_only: bool | None = None,
 ) -> Iterator[Any]:
     """A guarded yt-dlp for one link (judged first), whose failures become our SubtideErrors."""
     import yt_dlp
 
-    check_url(url, allow_private=allow_private)
+    from engine.guarded_ytdlp import GuardedYoutubeDL
+
+    guard.check_url(url)
     messages = _Messages()
     params = {**_params(messages, socket_timeout, media_format), **(options or {})}
     try:
-        with _guarded_downloader(params, allow_private) as ydl:
+        with GuardedYoutubeDL(params, guard, native_only=native_only) as ydl:
             yield ydl
     except yt_dlp.utils.YoutubeDLError as error:
         # The first error yt-dlp logged names the root problem; later ones are consequences.
@@ -286,25 +205,6 @@ def _params(messages: _Messages, socket_timeout: float, media_format: str) -> di
         "extractor_retries": 1,
         "socket_timeout": socket_timeout,
     }
-
-
-def _guarded_downloader(params: dict[str, Any], allow_private: bool) -> Any:
-    import yt_dlp
-
-    class GuardedYoutubeDL(yt_dlp.YoutubeDL):
-        # Every request yt-dlp makes (pages while extracting, then the media) goes through here,
-        # so a page that redirects into a private network is refused too.
-        def urlopen(self, req: Any) -> Any:
-            check_url(req if isinstance(req, str) else req.url, allow_private=allow_private)
-            response = super().urlopen(req)
-            try:
-                check_url(response.url, allow_private=allow_private)
-            except SubtideError:
-                response.close()
-                raise
-            return response
-
-    return GuardedYoutubeDL(params)
 
 
 class _Messages:
@@ -373,8 +273,12 @@ def _download_error(
     from yt_dlp.networking.exceptions import HTTPError
     from yt_dlp.utils import UnsupportedError
 
+    from engine.guarded_ytdlp import GuardRefusal
+
     host = host_label(url)
     for cause in _causes(error):
+        if isinstance(cause, GuardRefusal):  # a redirect or a connection the guard refused
+            return cause.error
         if isinstance(cause, UnsupportedError):
             return SubtideError(
                 "unsupported_source",
@@ -628,9 +532,8 @@ def playlist_entries(
         return [PlaylistEntry(url, None)]  # its job judges the link as it fetches it
     # The whole list, each entry as a link only: its videos are read by their own jobs.
     options = {"noplaylist": False, "playlist_items": None, "extract_flat": "in_playlist"}
-    session = _session(
-        url, allow_private=allow_private, socket_timeout=socket_timeout, options=options
-    )
+    guard = UrlGuard(allow_private=allow_private)
+    session = _session(url, guard, socket_timeout=socket_timeout, options=options)
     with session as ydl:
         info = ydl.extract_info(url, download=False)
     if info.get("_type") != "playlist":

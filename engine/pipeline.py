@@ -50,6 +50,7 @@ from engine.protocol import (
 )
 from engine.translate import LLMConfig, TranslateOptions, Translator
 from engine.translations import Translations
+from engine.url_guard import UrlGuard
 
 if TYPE_CHECKING:
     import numpy as np
@@ -162,7 +163,12 @@ class Engine:
         """Loads the default Whisper model now, so the first job does not wait for it."""
         if not self.options.whisper_enabled:
             return
-        self._load(resolve_model(self.options.whisper_model, self.options.cache_dir / "models"))
+        self._load(self._resolve_model(self.options.whisper_model))
+
+    def _resolve_model(self, spec: str) -> ModelChoice:
+        # Offline, a model from the hub falls back to the configured one where that is bundled.
+        models = self.options.cache_dir / "models"
+        return resolve_model(spec, models, fallback=self.options.whisper_model)
 
     def health(self) -> Health:
         device, compute_type = pick_device(self.options.device, self.options.compute_type)
@@ -523,10 +529,13 @@ class Engine:
             return None
         server, asked = self.options.llm, job.translation or TranslationConfig()
         own_server = not asked.base_url or asked.base_url == server.base_url
+        guard = None
         if not own_server:
             # A job may point at any URL: the server's key never goes to it, nor may it reach
-            # into a private network when the engine serves others.
-            media.check_url(str(asked.base_url), allow_private=self.options.allow_private_urls)
+            # into a private network when the engine serves others, then or at any connection.
+            allow_private = self.options.allow_private_urls
+            UrlGuard(allow_private=allow_private).check_url(str(asked.base_url))
+            guard = None if allow_private else UrlGuard(allow_private=False)
         base_url = asked.base_url or server.base_url
         api_key = asked.api_key or (server.api_key if own_server else None)
         model = asked.model or server.model or (None if base_url else DEFAULT_OPENAI_MODEL)
@@ -544,7 +553,11 @@ class Engine:
                 hint="Set SERVER_MODEL or pass --llm-model (e.g. llama3.1 for Ollama).",
             )
         return LLMConfig(
-            model=model, base_url=base_url, api_key=api_key, timeout=self.options.llm_timeout
+            model=model,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=self.options.llm_timeout,
+            guard=guard,
         )
 
     def _translations(
@@ -663,9 +676,7 @@ class Engine:
         prompt = title if job.source.url else None
         options = DecodeOptions(language=job.source_lang, initial_prompt=prompt)
         yield progress.event("transcribe", message="Preparing the speech model")
-        choice = resolve_model(
-            job.whisper_model or self.options.whisper_model, self.options.cache_dir / "models"
-        )
+        choice = self._resolve_model(job.whisper_model or self.options.whisper_model)
         if choice.notice:
             yield progress.event("transcribe", message=choice.notice, notice=True)
         key = Cache.transcript_key(audio, choice.name, options)

@@ -105,8 +105,9 @@ class JobSpec(_Model):
     speaker_names: dict[str, str] = Field(default_factory=dict)
     translation: TranslationConfig | None = None
     glossary: dict[str, str] = Field(default_factory=dict)
-    # One line about the video (topic, names, register) to guide the translation.
-    description: str | None = Field(default=None, max_length=500)
+    # One line about the video (topic, names, register) to guide the translation; it goes
+    # with every LLM request, so a server may bound it further (MAX_DESCRIPTION_CHARS).
+    description: str | None = Field(default=None, max_length=2000)
     style: Style = Field(default_factory=Style)
     formats: list[Format] = Field(default_factory=lambda: ["srt"])
     # Transcribe even when the video carries captions.

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.languages import language_name
 from engine.protocol import SubtideError
+from engine.url_guard import UrlGuard
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -53,6 +54,8 @@ class LLMConfig:
     base_url: str | None = None  # None: OpenAI's own API
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 60.0  # seconds per request
+    # Judges every connection: set for a URL a stranger gave a server (engine.guarded_http).
+    guard: UrlGuard | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,8 @@ class Translator:
     ) -> None:
         from openai import OpenAI
 
+        from engine.guarded_http import guarded_client
+
         self.llm = llm
         self.options = options or TranslateOptions()
         self._cache = cache
@@ -134,6 +139,7 @@ class Translator:
             base_url=llm.base_url,
             timeout=llm.timeout,
             max_retries=0,
+            http_client=guarded_client(llm.guard, llm.timeout) if llm.guard else None,
         )
         self._executor = ThreadPoolExecutor(self.options.concurrency, "translate")
         self._json_mode = True  # off for good once the server rejects response_format

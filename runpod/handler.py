@@ -27,6 +27,7 @@ import runpod  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 
 from app.config import Settings  # noqa: E402
+from app.job_limits import JobLimits  # noqa: E402
 from engine.pipeline import Engine  # noqa: E402
 from engine.protocol import (  # noqa: E402
     ErrorEvent,
@@ -41,8 +42,9 @@ log = logging.getLogger("subtide.runpod")
 Handler = Callable[[dict[str, Any]], Iterator[dict[str, Any]]]
 
 
-def read_spec(job_input: object) -> JobSpec:
-    """The job's input as a JobSpec, or a `bad_input` SubtideError naming the bad field."""
+def read_spec(job_input: object, limits: JobLimits) -> JobSpec:
+    """The job's input as a JobSpec within the worker's limits, or a `bad_input` SubtideError
+    naming the bad field."""
     try:
         spec = JobSpec.model_validate(job_input)
     except ValidationError as exc:
@@ -58,15 +60,16 @@ def read_spec(job_input: object) -> JobSpec:
             "Invalid job input: source.path: a worker cannot read your files",
             "send source.url or source.audio_b64 on serverless",
         )
+    limits.check(spec)
     return spec
 
 
-def make_handler(engine: Engine) -> Handler:
+def make_handler(engine: Engine, limits: JobLimits) -> Handler:
     previous: list[ReadAhead] = []
 
     def handler(job: dict[str, Any]) -> Iterator[dict[str, Any]]:
         try:
-            spec = read_spec(job.get("input"))
+            spec = read_spec(job.get("input"), limits)
         except SubtideError as exc:
             yield exc.to_event().model_dump(mode="json")
             # A chunk with an `error` key is how the SDK marks a generator's job FAILED.
@@ -98,13 +101,19 @@ def make_handler(engine: Engine) -> Handler:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
-    engine = Engine(Settings().engine_options(serves_others=True))
+    settings = Settings()
+    engine = Engine(settings.engine_options(serves_others=True))
     try:
         engine.warm()  # once per worker, before the first job
     except SubtideError as exc:
         # Jobs then report the problem themselves, with its hint.
         log.warning("warm-up: %s", exc.message)
-    runpod.serverless.start({"handler": make_handler(engine), "return_aggregate_stream": True})
+    runpod.serverless.start(
+        {
+            "handler": make_handler(engine, JobLimits.from_settings(settings)),
+            "return_aggregate_stream": True,
+        }
+    )
 
 
 if __name__ == "__main__":

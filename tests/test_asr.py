@@ -48,6 +48,14 @@ def test_a_hub_name_falls_back_to_the_bundled_model_when_offline(models_dir):
     assert "small" in choice.notice and "bundled" in choice.notice
 
 
+def test_offline_the_configured_bundled_model_is_the_fallback(models_dir):
+    """A server configured with bundled:tiny.en never falls back to the larger base model."""
+    choice = resolve_model("small", models_dir, fallback="bundled:tiny.en")
+    assert choice.name == "bundled:tiny.en" and "bundled:tiny.en" in choice.notice
+    # A configured model that is itself from the hub falls back to the default bundled one.
+    assert resolve_model("small", models_dir, fallback="large-v3").name == "bundled:base"
+
+
 @pytest.mark.parametrize(
     ("spec", "words"),
     [

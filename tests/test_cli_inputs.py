@@ -141,7 +141,7 @@ WRONG_OPTIONS = [
         ["--min-speakers", "3", "--max-speakers", "2"],
         "--min-speakers must not exceed --max-speakers",
     ),
-    (["--about", "x" * 501], "--about must have at most 500 characters"),
+    (["--about", "x" * 2001], "--about must have at most 2000 characters"),
     (["--llm-url", "not a url"], "--llm-url 'not a url': Not an http(s) URL."),
     (["--llm-url", "http://[::1"], "--llm-url 'http://[::1': Not a valid URL (Invalid IPv6 URL)."),
     (["--backend", "not a url"], "--backend: 'not a url': No valid host name in the URL."),

@@ -93,6 +93,14 @@ def test_a_target_that_is_no_language_code_is_refused(given: str, suggested: str
     assert (f"Did you mean {suggested}?" in hint) == bool(suggested)
 
 
+@pytest.mark.parametrize("given", ["en-AA", "de-QX", "pt-ZZ", "es-999", "zh-Hant-XY"])
+def test_a_target_whose_region_is_none_is_refused(given: str) -> None:
+    """Each target is a pass through the LLM: a made-up variant is never one worth paying for."""
+    with pytest.raises(SubtideError) as caught:
+        check_target(given)
+    assert "names no region" in caught.value.message and "ISO 3166" in (caught.value.hint or "")
+
+
 def test_the_app_offers_exactly_the_languages_the_engine_accepts() -> None:
     from ui.options import source_choices, target_choices
 

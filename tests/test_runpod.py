@@ -144,6 +144,26 @@ def test_path_source_is_refused(client):
     assert "source.path" in status["error"]
 
 
+def test_the_worker_holds_jobs_to_its_limits(client):
+    """A serverless worker spends its owner's LLM key and GPU like a pod: the same limits."""
+    for asked, words in (
+        ({"whisper_model": "/etc"}, "does not offer"),
+        (
+            {
+                "target_langs": [
+                    f"de-{c}"
+                    for c in ["AT", "CH", "DE", "LU", "LI", "BE", "IT", "NA", "DK", "FR", "PL"]
+                ]
+            },
+            "at most",
+        ),
+        ({"target_langs": ["en-QQ"]}, "region"),
+    ):
+        body = {"input": {"source": {"url": "http://example.com/a.mp4"}, **asked}}
+        status = client.post("/runsync", json=body).raise_for_status().json()
+        assert status["status"] == "FAILED" and words in status["error"], status
+
+
 def test_cancel_stops_the_job_and_the_worker_takes_the_next(standin, client, media, clips, worker):
     spec = {"source": {"url": f"{media}/{clips.dialogue_mp4.name}"}}
     job_id = client.post("/run", json={"input": spec}).json()["id"]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
+from fastapi import FastAPI
+from gradio.exceptions import InvalidPathError
 
 from engine.protocol import Backend
 from ui.handlers import SCREEN, Handlers, PreviewFetcher, forget_tracks
@@ -21,6 +24,7 @@ from ui.remote import BACKEND_MODES, LOCAL, REMOTE, Remote
 from ui.session import Workspace
 from ui.status import status_html
 from ui.table import STATIC_COLUMNS, column_widths, headers
+from ui.uploads import NOT_UPLOADED, NOT_UPLOADED_HINT, Uploads
 
 # BrowserState encrypts with this before writing localStorage. The page can read it, so it
 # only keeps the key from sitting there as plain text; a fixed one keeps the saved key
@@ -29,14 +33,25 @@ _KEY_STORAGE = "subtide-llm-key"
 _BACKEND_STORAGE = "subtide-backend"
 _KEY_SECRET = "subtide-llm-key-v1"
 _UPLOAD_TYPES = ["video", "audio", ".srt", ".vtt"]
+# What a blank LLM box means where a server has its own LLM: the server's value, which the
+# page never shows (the login page would show it to anyone).
+_SERVERS_OWN = "the server's own"
 
 
 class _Blocks(gr.Blocks):
-    """Blocks that never keep a run history, however they are launched or mounted.
+    """Blocks that never keep a run history, and whose runs read uploaded files only, however
+    they are launched (`launch` below) or mounted (`mount`).
 
     Gradio's run history saves every input of every run (the API key too) in plain text in
     the browser, shows it again on /gradio_api/runs and offers to upload it to a Hugging Face
     bucket. `launch` and `mount_gradio_app` both set this attribute, so it ignores them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.uploads = Uploads()
+
+    def launch(self, *args: Any, app_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        return super().launch(*args, app_kwargs=_recording(self, app_kwargs), **kwargs)
 
     @property
     def run_history(self) -> bool:
@@ -46,10 +61,21 @@ class _Blocks(gr.Blocks):
     def run_history(self, value: bool) -> None:
         pass
 
+    async def preprocess_data(self, *args: Any, **kwargs: Any) -> Any:
+        """Gradio refuses an input file that was not uploaded with a message that names the
+        path (a prober learns which server files exist); this says what to do instead."""
+        try:
+            return await super().preprocess_data(*args, **kwargs)
+        except InvalidPathError:
+            # A client's doing, not a fault of the app: no traceback in the server log.
+            raise gr.Error(f"{NOT_UPLOADED} {NOT_UPLOADED_HINT}", print_exception=False) from None
+
 
 @dataclass(frozen=True)
 class UiDefaults:
     whisper_model: str = "bundled"
+    # The Whisper models a job may ask for; None: any, a model folder too (this machine's app).
+    whisper_models: tuple[str, ...] | None = None
     llm_base_url: str | None = None
     llm_model: str | None = None
     # The server has its own LLM key; the key itself never reaches the page.
@@ -62,14 +88,14 @@ def build(
     fetch_preview: PreviewFetcher | None = None,
     defaults: UiDefaults | None = None,
     remote: Remote | None = None,
-) -> gr.Blocks:
+) -> _Blocks:
     """The app, on the backend `backend_factory` gives (called once, here); with `remote`, the
     user may send jobs to a backend elsewhere instead."""
     defaults = defaults or UiDefaults()
-    workspace = Workspace()
-    handlers = Handlers(backend_factory(), fetch_preview, workspace, remote)
     # No analytics: the app works offline and reports nothing to anyone.
-    with _Blocks(title="Subtide", delete_cache=(3600, 86400), analytics_enabled=False) as blocks:
+    blocks = _Blocks(title="Subtide", delete_cache=(3600, 86400), analytics_enabled=False)
+    handlers = Handlers(backend_factory(), fetch_preview, Workspace(), blocks.uploads, remote)
+    with blocks:
         gr.Markdown("# Subtide\nTurn any video into timed, readable, translated subtitles.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=340):
@@ -174,6 +200,35 @@ def launch(
     )
 
 
+def mount(
+    app: FastAPI, blocks: _Blocks, *, auth: tuple[str, str] | None, max_upload_mb: float
+) -> None:
+    """Serves the app at "/" of `app` (the server's API) with the rules `launch` gives it."""
+    gr.mount_gradio_app(
+        app,
+        blocks,
+        path="/",
+        app_kwargs=_recording(blocks, None),
+        auth=auth,
+        # The server's one upload limit, in Gradio's own terms too: its upload route refuses a
+        # bigger file (413) and removes what it had stored of it.
+        max_file_size=int(max_upload_mb * 1e6),
+        # As with `launch`: an unexpected error's text (a path, a URL) stays in the server's
+        # log. The messages the app means to show (gr.Error) still reach the page.
+        show_error=False,
+    )
+    # `launch` sets this, and Gradio only checks that an input file was uploaded when it is
+    # set: without it a client may name any file of the server as its upload.
+    blocks.has_launched = True
+
+
+def _recording(blocks: _Blocks, app_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """`app_kwargs` for Gradio's app, with the middleware that notes what its uploads stored."""
+    app_kwargs = dict(app_kwargs or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", []), blocks.uploads.recorder()]
+    return app_kwargs
+
+
 def _inputs() -> dict[str, gr.components.Component]:
     """What to subtitle and into which languages: the first parameters of the run handler."""
     form: dict[str, gr.components.Component] = {}
@@ -219,15 +274,7 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
             label="Spoken language",
             info="Auto-detect suits most videos; set it for short or mixed-language clips.",
         )
-        form["whisper_model"] = gr.Dropdown(
-            model_choices(defaults.whisper_model),
-            value=DEFAULT_MODEL,
-            allow_custom_value=True,
-            label="Whisper model",
-            info="Default: WHISPER_MODEL of the machine that runs the job. bundled runs "
-            "offline; bigger models are more accurate, slower, and download on first use. "
-            "A model folder works too.",
-        )
+        form["whisper_model"] = _whisper_model(defaults)
         form["force_asr"] = gr.Checkbox(
             label="Always transcribe",
             info="Ignore captions the video already has (they are used when made by people).",
@@ -257,13 +304,13 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
         form["llm_url"] = gr.Textbox(
             value=defaults.llm_base_url or "",
             label="API base URL",
-            placeholder="the server's LLM"
-            if defaults.llm_configured
-            else "https://api.openai.com/v1",
+            placeholder=_SERVERS_OWN if defaults.llm_configured else "https://api.openai.com/v1",
             info="Any OpenAI-compatible API: OpenAI, Ollama, LM Studio, vLLM…",
         )
         form["llm_model"] = gr.Textbox(
-            value=defaults.llm_model or "", label="Model", placeholder="e.g. gpt-4o-mini"
+            value=defaults.llm_model or "",
+            label="Model",
+            placeholder=_SERVERS_OWN if defaults.llm_configured else "e.g. gpt-4o-mini",
         )
         form["llm_key"] = gr.Textbox(
             value="",
@@ -297,6 +344,25 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
             label="Speaker labels", info="Prefix subtitles with [SPEAKER] when speakers are on."
         )
     return form
+
+
+def _whisper_model(defaults: UiDefaults) -> gr.Dropdown:
+    """Any model or folder on this machine; on a server, only the models it offers (Gradio
+    refuses any other value a client sends)."""
+    any_model = defaults.whisper_models is None
+    info = "Default: WHISPER_MODEL of the machine that runs the job. "
+    if any_model:
+        info += "bundled runs offline; bigger models are more accurate, slower, and download "
+        info += "on first use. A model folder works too."
+    else:
+        info += "Bigger models are more accurate and slower."
+    return gr.Dropdown(
+        model_choices(defaults.whisper_model, defaults.whisper_models),
+        value=DEFAULT_MODEL,
+        allow_custom_value=any_model,
+        label="Whisper model",
+        info=info,
+    )
 
 
 @dataclass

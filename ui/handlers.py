@@ -37,6 +37,7 @@ from ui.remote import REMOTE, Remote, local_lines, report_html
 from ui.session import SOURCE_VIEW, Subtitles, Workspace, view_choices
 from ui.status import cancelled_html, done_html, error_html, progress_html, status_html
 from ui.timeline import speaker_timeline
+from ui.uploads import Uploads
 
 log = logging.getLogger(__name__)
 PreviewFetcher = Callable[[str, Path], Path | None]
@@ -69,9 +70,11 @@ class Handlers:
         local: Backend,
         fetch_preview: PreviewFetcher | None,
         workspace: Workspace,
+        uploads: Uploads,
         remote: Remote | None = None,
     ) -> None:
         self.local = local
+        self.uploads = uploads
         self.remote = remote
         self.runner = JobRunner()
         self.fetch_preview = fetch_preview
@@ -126,6 +129,7 @@ class Handlers:
             speaker_labels=speaker_labels,
         )
         try:
+            self.uploads.check(form.file)
             job = form.job()
             backend = self._backend(job, backend_mode, backend_url or "", backend_key or "")
         except SubtideError as exc:

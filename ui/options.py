@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,9 +64,11 @@ def source_choices() -> list[tuple[str, str]]:
 DEFAULT_MODEL = ""  # the backend's own WHISPER_MODEL
 
 
-def model_choices(default: str) -> list[tuple[str, str]]:
-    """The default first: this machine's model here, a remote backend's own setting there."""
-    return [(f"Default ({default} here)", DEFAULT_MODEL), *((m, m) for m in WHISPER_MODELS)]
+def model_choices(default: str, offered: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The default first (this machine's model here, a remote backend's own setting there),
+    then the models `offered`, or every model Subtide knows."""
+    names = WHISPER_MODELS if offered is None else offered
+    return [(f"Default ({default} here)", DEFAULT_MODEL), *((m, m) for m in names)]
 
 
 def _label(choice: tuple[str, str]) -> str:

@@ -17,12 +17,13 @@ import uvicorn
 
 
 @contextmanager
-def running(app: Any) -> Iterator[str]:
+def running(app: Any, **uvicorn_options: Any) -> Iterator[str]:
     """Serve `app` while the block runs; yields its base URL once uvicorn has started (its
-    lifespan has begun loading the models, which may not be done yet)."""
+    lifespan has begun loading the models, which may not be done yet). `uvicorn_options`: as
+    `subtide serve` runs it (ServerOptions.uvicorn_options())."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
