@@ -109,6 +109,24 @@ def wrap_text(text: str, style: Style, language: str | None) -> str:
     return _Rules.of(style, language).wrap(text)
 
 
+def char_budget(style: Style, language: str | None, duration: float) -> int:
+    """The most characters a cue of `duration` seconds may hold in `language`: what its lines
+    take, and what a viewer reads at the style's characters per second."""
+    lines = _Rules.of(style, language).limit * style.max_lines
+    return max(1, min(lines, int(duration * style.max_cps)))
+
+
+def fits(text: str, style: Style, language: str | None, duration: float) -> bool:
+    """Whether a cue's text, wrapped by the language's rules, is within the style's limits:
+    its lines, their length, and its reading speed over `duration`."""
+    rules = _Rules.of(style, language)
+    lines = rules.wrap(text).split("\n")
+    widths = [_width(line) for line in lines]
+    within_lines = len(lines) <= style.max_lines and max(widths) <= rules.limit
+    reading = sum(widths)
+    return within_lines and (duration <= 0 or reading / duration <= style.max_cps)
+
+
 def build_cues(words: Sequence[Word], style: Style, language: str | None) -> list[Cue]:
     """All cues for a complete transcript."""
     builder = CueBuilder(style, language)

@@ -22,7 +22,7 @@ from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from engine.languages import language_name
 from engine.protocol import SubtideError
@@ -76,10 +76,17 @@ class TranslateOptions:
             )
 
 
+# Why a line stayed in its source language: the service never answered in time, answered
+# with errors or could not be reached, or its replies never carried the line (invalid), or
+# carried it unchanged.
+LineProblem = Literal["timeout", "unavailable", "invalid", "unchanged"]
+
+
 @dataclass(frozen=True)
 class LineResult:
     cue_id: int
     text: str | None  # None: the translation failed and the cue keeps its source text
+    problem: LineProblem | None = None  # set when text is None
 
 
 _Batch = Future[list[LineResult]]
