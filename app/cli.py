@@ -371,7 +371,8 @@ def _preview_fetcher(allow_private: bool) -> Callable[[str, Path], Path | None]:
 
 def _run(args: argparse.Namespace) -> int:
     """`run` and `translate`. Exit status: 0 done, 1 a source failed, 2 a wrong option or
-    setting (found before any work), 130 Ctrl-C, 143 SIGTERM."""
+    setting (found before any work), 3 written but translations missing, 130 Ctrl-C,
+    143 SIGTERM."""
     from app.cli_jobs import Board, interrupts, private_tempdir
 
     try:
@@ -404,7 +405,7 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
         load_glossary,
         source_of,
     )
-    from app.cli_jobs import run_jobs
+    from app.cli_jobs import INCOMPLETE, run_jobs
     from app.cli_output import Outputs
     from app.config import Settings
     from engine.protocol import SubtideError
@@ -455,7 +456,10 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
     def finish(job: JobSpec, result: ResultEvent) -> int:
         return _write(job, result, args, outputs, board)
 
-    return 1 if run_jobs(jobs, factory, parallel, board, finish) + failures else 0
+    statuses = run_jobs(jobs, factory, parallel, board, finish)
+    if failures or 1 in statuses:
+        return 1
+    return INCOMPLETE if INCOMPLETE in statuses else 0
 
 
 def _backend_factory(
@@ -525,7 +529,9 @@ def _job(args: argparse.Namespace, source: Source, options: dict[str, Any]) -> J
 def _write(
     job: JobSpec, result: ResultEvent, args: argparse.Namespace, outputs: Outputs, board: Board
 ) -> int:
-    """Writes a finished job's files and lists them on stdout; returns 1 when it can't."""
+    """Writes a finished job's files, lists them on stdout and says what translations are
+    missing; returns the job's exit status."""
+    from app.cli_jobs import INCOMPLETE
     from engine.formats import file_stem
 
     stem = file_stem(job.source, result.title)
@@ -534,16 +540,39 @@ def _write(
         f for f in _files(job, result, stem) if not args.translate_only or f.lang != result.language
     ]
     try:
-        for path in outputs.write(job.source.label, stem, files):
-            print(path, flush=True)
+        paths = outputs.write(job.source.label, stem, files)
     except OSError as exc:
         return board.fail(f"could not write to {args.output}: {exc.strerror or exc}")
-    return 0
+    for path in paths:
+        print(path, flush=True)
+    if not _say_missing(job, result, paths, board):
+        return 0
+    # Nothing written at all (`translate` into languages that all failed) is a failed source.
+    return INCOMPLETE if paths else 1
+
+
+def _say_missing(job: JobSpec, result: ResultEvent, paths: list[Path], board: Board) -> bool:
+    """One line per target with lines kept in the source language: how many, why, and where
+    they are listed. Returns whether there was any."""
+    from engine import outcome
+
+    missing = outcome.incomplete(result.targets)
+    listed = next((path for path in paths if path.suffix == ".json"), None)
+    for lang, report in missing.items():
+        if report.failed:
+            message, hint = outcome.failure_message(lang, report)
+            board.say(f"{job.source.label}: {message} ({hint})")
+            continue
+        where = f"listed in {listed}" if listed else "add -f json to list them"
+        kept = outcome.kept_message(lang, report, result.language)
+        board.say(f"{job.source.label}: {kept}, {where} ({outcome.why(report)})")
+    return bool(missing)
 
 
 def _files(job: JobSpec, result: ResultEvent, stem: str) -> list[RenderedFile]:
     """The job's files, rendered here from the result's cues: a remote backend that ran the job
     in parts sends cues only, and every backend's files then look the same."""
+    from engine import outcome
     from engine.formats import render_files
     from engine.languages import same_language
 
@@ -552,7 +581,10 @@ def _files(job: JobSpec, result: ResultEvent, stem: str) -> list[RenderedFile]:
         job.formats,
         stem=stem,
         language=result.language,
-        target_langs=[t for t in job.target_langs if not same_language(t, result.language)],
+        target_langs=outcome.written(
+            result.targets,
+            [t for t in job.target_langs if not same_language(t, result.language)],
+        ),
         style=job.style,
         title=result.title,
         duration=result.duration,

@@ -24,6 +24,9 @@ GRACE_S = 1.0
 # A wait longer than this gets a "waiting for …" line. Reading a page that answers takes yt-dlp
 # a few seconds on a busy laptop: a shorter delay would say "waiting" about a host that answered.
 SLOW_S = 5.0
+# Exit status of a run whose files are written but some translations are missing: lines kept
+# in the source language, or a target with no files because nothing could be translated.
+INCOMPLETE = 3
 
 
 class Interrupted(KeyboardInterrupt):
@@ -156,10 +159,10 @@ def run_jobs(
     parallel: int,
     board: Board,
     finish: Callable[[JobSpec, ResultEvent], int],
-) -> int:
+) -> list[int]:
     """Runs the jobs, `parallel` at a time, on worker threads; hands each result to `finish`
-    (which writes the files) on the calling thread, so files are named and written one job at
-    a time. Returns the number of failures.
+    (which writes the files and returns the job's exit status) on the calling thread, so files
+    are named and written one job at a time. Returns each job's status, 1 for one that failed.
 
     On Ctrl-C or SIGTERM the backends are told to cancel and the workers get GRACE_S to end,
     but are not waited for beyond that: one blocked in a socket read would hold on for the
@@ -188,11 +191,11 @@ def run_jobs(
     workers = [threading.Thread(target=work, daemon=True) for _ in range(min(parallel, len(jobs)))]
     for worker in workers:
         worker.start()
-    failures = 0
+    statuses = []
     try:
         for _ in jobs:
             job, result = done.get()
-            failures += 1 if result is None else finish(job, result)
+            statuses.append(1 if result is None else finish(job, result))
     except KeyboardInterrupt:
         board.silence()
         _stop(backends, workers)
@@ -202,7 +205,7 @@ def run_jobs(
     # after its files are written (exit -6 instead of 0).
     for worker in workers:
         worker.join()
-    return failures
+    return statuses
 
 
 def _stop(backends: list[Backend], workers: list[threading.Thread]) -> None:

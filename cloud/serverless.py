@@ -41,6 +41,7 @@ from engine.protocol import (
     Source,
     Stage,
     SubtideError,
+    TargetReport,
     parse_event,
 )
 
@@ -496,6 +497,7 @@ class _Merge:
         spoken = Counter[str]()
         for part, result in done:
             spoken[result.language] += part.duration
+        languages = dict.fromkeys(lang for _, result in done for lang in result.targets)
         return ResultEvent(
             cues=cues,
             language=spoken.most_common(1)[0][0],
@@ -503,6 +505,10 @@ class _Merge:
             title=plan.title,
             timings=rounded,
             files=[],
+            targets={
+                lang: TargetReport.combine([r.targets[lang] for _, r in done if lang in r.targets])
+                for lang in languages
+            },
         )
 
     def failure(self, part: _Part) -> ErrorEvent:

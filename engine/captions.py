@@ -45,7 +45,8 @@ _ROLLING_SHARE = 0.5
 _MAX_CAPTION_BYTES = 20_000_000
 # The detector is trusted only on enough text, and only when it is sure.
 _DETECT_MIN_CHARS = 40
-_DETECT_MIN_PROBABILITY = 0.9
+# How sure the detector must be before its answer is taken over a label or a reply.
+DETECT_MIN_PROBABILITY = 0.9
 _DETECT_SAMPLE_CHARS = 5000
 # Languages a text detector confuses with each other: it never relabels within a group.
 _CLOSE_LANGUAGES = (
@@ -522,7 +523,7 @@ def checked_language(label: str, cues: Sequence[Cue]) -> tuple[str, str | None]:
     label when it is confident on enough text, so the track is neither skipped nor translated
     from the wrong language."""
     found = detect_language(" ".join(c.text for c in cues))
-    if found is None or found[1] < _DETECT_MIN_PROBABILITY:
+    if found is None or found[1] < DETECT_MIN_PROBABILITY:
         return label, None
     detected = found[0]
     if label != "und" and (same_language(label, detected) or _close(label, detected)):

@@ -696,5 +696,13 @@ def _render_json(
     document: dict[str, object] = {"title": title, "language": language, "duration": duration}
     if source is not None:
         document["source"] = source
+    # Each cue lists the targets it kept its source text in; this says the same per target, so
+    # a reader finds the lines to check without walking every cue.
+    untranslated: dict[str, list[int]] = {}
+    for cue in cues:
+        for lang in cue.untranslated:
+            untranslated.setdefault(lang, []).append(cue.id)
+    if untranslated:
+        document["untranslated"] = untranslated
     document["cues"] = [cue.model_dump() for cue in cues]
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"

@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from engine import captions, media
+from engine import captions, media, outcome
 from engine.asr import (
     DecodeOptions,
     ModelChoice,
@@ -45,6 +45,7 @@ from engine.protocol import (
     Source,
     Stage,
     SubtideError,
+    TargetReport,
     TextSource,
     TranslationConfig,
 )
@@ -210,7 +211,10 @@ class Engine:
             translator = None
             if llm:
                 options = dataclasses.replace(
-                    self.options.translate, glossary=job.glossary, description=job.description
+                    self.options.translate,
+                    glossary=job.glossary,
+                    description=job.description,
+                    style=job.style,
                 )
                 cache = self.cache if self.options.use_cache else None
                 translator = stack.enter_context(Translator(llm, options, cache))
@@ -239,6 +243,8 @@ class Engine:
             if text.translations.targets:
                 timings["translate"] = time.monotonic() - mark
         cues = text.translations.cues()
+        reports = text.translations.report()
+        yield from _outcome_notes(reports, text.language, progress)
 
         mark = time.monotonic()
         yield progress.event("finalize", message="Writing subtitles")
@@ -247,7 +253,9 @@ class Engine:
             job.formats,
             stem=file_stem(job.source, text.title),
             language=text.language,
-            target_langs=text.translations.targets,
+            # A target where nothing could be translated gets no files: they would hold the
+            # source text under a translation's name.
+            target_langs=outcome.written(reports, text.translations.targets),
             style=job.style,
             title=text.title,
             duration=text.duration,
@@ -266,6 +274,7 @@ class Engine:
             source=text.source,
             caption_tracks=[t.info for t in listing.tracks] if listing else [],
             caption_track=text.track_id,
+            targets=reports,
         )
 
     def _text_of(
@@ -540,6 +549,10 @@ class Engine:
         api_key = asked.api_key or (server.api_key if own_server else None)
         model = asked.model or server.model or (None if base_url else DEFAULT_OPENAI_MODEL)
         if not base_url and not api_key:
+            if not _surely_translates(job):
+                # The video's captions or its spoken language may cover every target: decided
+                # once they are known, and a target that does need one fails alone.
+                return None
             raise SubtideError(
                 "bad_input",
                 "Translation needs an LLM, and none is configured.",
@@ -583,21 +596,9 @@ class Engine:
                 self._check_cancel()
                 if updated:
                     yield CuesEvent(cues=updated)
-                yield progress.event(
-                    "translate",
-                    translations.fraction_done,
-                    message=f"Translated {translations.fraction_done:.0%}",
-                )
+                yield _translating(translations, progress)
         finally:
             translations.cancel()
-        for target, count in translations.untranslated().items():
-            yield progress.event(
-                "translate",
-                1.0,
-                message=f"{count} line(s) could not be translated into {target}; "
-                "they keep the original text and are flagged in the JSON export.",
-                notice=True,
-            )
 
     def _fetch(
         self, source: Source, work: Path, progress: _Progress, listing: _Listing | None
@@ -811,19 +812,68 @@ class _Emitter:
             yield CuesEvent(cues=updated)
 
 
+def _translating(translations: Translations, progress: _Progress) -> ProgressEvent:
+    """ "Translated 120 of 400 lines (de, fr) — about 2 min left": the time left from the rate
+    lines have finished at, not from the stage's share of the job's percent."""
+    eta = translations.eta_s()
+    left = f" — {_time_left(eta)}" if eta is not None else ""
+    message = (
+        f"Translated {translations.finished_lines} of {translations.expected_lines} lines "
+        f"({', '.join(translations.targets)}){left}"
+    )
+    event = progress.event("translate", translations.fraction_done, message=message)
+    return event.model_copy(update={"eta_s": eta})
+
+
+def _time_left(seconds: float) -> str:
+    if seconds < 60:
+        return "under a minute left"
+    return f"about {round(seconds / 60)} min left"
+
+
+def _outcome_notes(
+    reports: dict[str, TargetReport], language: str, progress: _Progress
+) -> Iterator[Event]:
+    """What each target came to. Lines kept in the source language are a passing message: the
+    result's `targets` carry them to every front end, which words its own lasting warning
+    (the CLI names the files written). How well the translations fit is a notice when some
+    cues are outside the limits: a lasting line each run that says all is well is noise."""
+    for lang, report in reports.items():
+        if report.failed:
+            yield progress.note(outcome.failure_message(lang, report)[0])
+        elif report.kept:
+            yield progress.note(outcome.kept_message(lang, report, language))
+        fit = outcome.fit_message(lang, report)
+        if fit:
+            yield progress.note(fit, notice=(report.within_limits or 0.0) < 1.0)
+
+
 def _checked_languages(job: JobSpec) -> JobSpec:
     """The job with its language codes checked and spelled as usual, before any work: a code
     Whisper does not know would otherwise fail deep inside it, after the download."""
-    path = job.source.path
     # A subtitle file's language is read, not heard: any language a translation can be in.
-    subtitles = path is not None and Path(path).suffix.lower() in SUBTITLE_SUFFIXES
-    check_source = check_target if subtitles else check_spoken
+    check_source = check_target if _is_subtitle_file(job.source) else check_spoken
     return job.model_copy(
         update={
             "source_lang": check_source(job.source_lang) if job.source_lang else None,
             "target_langs": list(dict.fromkeys(check_target(t) for t in job.target_langs)),
         }
     )
+
+
+def _is_subtitle_file(source: Source) -> bool:
+    return source.path is not None and Path(source.path).suffix.lower() in SUBTITLE_SUFFIXES
+
+
+def _surely_translates(job: JobSpec) -> bool:
+    """Whether the job needs an LLM whatever it finds. A file or an upload has no caption
+    tracks, so only its language can spare a target: known when given, and a subtitle file's is
+    never detected. A link may carry a caption track in each target."""
+    if job.source.url:
+        return False
+    if job.source_lang:
+        return any(not same_language(t, job.source_lang) for t in job.target_langs)
+    return _is_subtitle_file(job.source)
 
 
 def _readable_cues(

@@ -6,7 +6,7 @@ field added here reaches every front end. Only pydantic and the standard library
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import (
@@ -179,6 +179,51 @@ class CaptionTrack(_Model):
     ext: str | None = None
 
 
+# Why lines of a target language kept their source text: the service never answered in time
+# (timeout), answered with errors or could not be reached (unavailable), its replies never
+# carried the line (invalid) or carried it unchanged (unchanged); or no LLM was configured for a
+# job that turned out to need one (no_model).
+TranslationProblem = Literal["timeout", "unavailable", "invalid", "unchanged", "no_model"]
+
+
+class TargetReport(_Model):
+    """How the translation into one target language went."""
+
+    translated: int = 0
+    total: int = 0
+    # The commonest reason why lines were kept in the source language; None when none were.
+    reason: TranslationProblem | None = None
+    # Share (0-1) of the translated cues within the style's line and reading-speed limits.
+    within_limits: float | None = None
+
+    @property
+    def kept(self) -> int:
+        return self.total - self.translated
+
+    @property
+    def failed(self) -> bool:
+        """Nothing could be translated: the target gets no subtitle files."""
+        return self.total > 0 and self.translated == 0
+
+    @classmethod
+    def combine(cls, reports: Sequence[TargetReport]) -> TargetReport:
+        """One report for the parts of a file cut for parallel workers: counts summed, the
+        reason of the part that kept most lines, the share within limits weighted by lines."""
+        translated = sum(r.translated for r in reports)
+        kept_most = max(reports, key=lambda r: r.kept, default=None)
+        measured = [r for r in reports if r.within_limits is not None and r.translated]
+        within = None
+        if measured:
+            weighted = sum((r.within_limits or 0.0) * r.translated for r in measured)
+            within = weighted / sum(r.translated for r in measured)
+        return cls(
+            translated=translated,
+            total=sum(r.total for r in reports),
+            reason=kept_most.reason if kept_most and kept_most.kept else None,
+            within_limits=within,
+        )
+
+
 class ResultEvent(_Model):
     type: Literal["result"] = "result"
     cues: list[Cue]
@@ -191,6 +236,9 @@ class ResultEvent(_Model):
     # Every track the video offers (empty for files), and the id of the one used, if any.
     caption_tracks: list[CaptionTrack] = Field(default_factory=list)
     caption_track: str | None = None
+    # Per target language translated (not one the video already was in): lines translated and
+    # kept. A backend that predates this field sends none, and every target counts as written.
+    targets: dict[str, TargetReport] = Field(default_factory=dict)
 
 
 class ErrorEvent(_Model):

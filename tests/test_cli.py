@@ -8,6 +8,7 @@ import pytest
 
 from tests.support.cli import ROOT, subtide
 from tests.support.http_server import serve_directory
+from tests.support.subtitles import numbered_srt
 from tests.support.timing import HANG_GUARD_S
 
 
@@ -201,3 +202,82 @@ def test_force_asr_and_recue_reach_the_job():
     plain = _parser().parse_args(["run", "https://example.com/v"])
     job = _job(plain, source, job_options(plain, {}))
     assert not job.force_asr and not job.recue_captions
+
+
+def _translate(source, out, fake, cache, *args):
+    llm = ("--llm-url", f"{fake.url}/v1", "--llm-model", "local-model")
+    return subtide("translate", str(source), "-l", "en", "-o", str(out), *llm, *args, cache=cache)
+
+
+def _asks_for(language: str, cue_id: int | None = None):
+    """A fake-server predicate: a batch into `language` (holding `cue_id`, when given)."""
+    import json
+
+    from tests.support.openai_server import lines_of
+
+    def matches(body: dict) -> bool:
+        in_language = language in json.dumps(body)
+        return in_language and (cue_id is None or str(cue_id) in (lines_of(body) or {}))
+
+    return matches
+
+
+def test_translate_says_which_lines_stayed_in_english_and_exits_3(cache_root, tmp_path):
+    from tests.support.openai_server import Reply, serve_openai
+
+    source, out = numbered_srt(tmp_path, 4), tmp_path / "out"
+    with serve_openai() as fake:
+        fake.when(_asks_for("German", 2), Reply("invalid_json"))
+        listed = _translate(source, out, fake, cache_root, "--to", "de", "-f", "srt,json")
+        unlisted = _translate(source, tmp_path / "other", fake, cache_root, "--to", "de")
+    assert listed.returncode == 3, listed.stderr
+    assert (
+        f"subtide: {source}: 3 of 4 lines translated into German; 1 kept in English, "
+        f"listed in {out / 'talk.json'}" in listed.stderr
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["talk.de.srt", "talk.json"]
+    assert unlisted.returncode == 3, unlisted.stderr
+    assert "1 kept in English, add -f json to list them" in unlisted.stderr
+
+
+def test_translate_writes_no_file_for_a_language_that_fails_entirely(cache_root, tmp_path):
+    from tests.support.openai_server import Reply, serve_openai
+
+    source, out = numbered_srt(tmp_path, 3), tmp_path / "out"
+    with serve_openai() as fake:
+        fake.when(_asks_for("German"), Reply("invalid_json"))
+        done = _translate(source, out, fake, cache_root, "--to", "de,fr")
+        german_only = _translate(source, tmp_path / "de", fake, cache_root, "--to", "de")
+    assert done.returncode == 3, done.stderr
+    assert [p.name for p in out.iterdir()] == ["talk.fr.srt"]
+    assert "Nothing could be translated into German" in done.stderr
+    assert "No German subtitles were written" in done.stderr
+    assert "the model's replies never carried the lines as asked" in done.stderr
+    # Nothing at all to write is a failed source.
+    assert german_only.returncode == 1, german_only.stderr
+    assert not (tmp_path / "de").exists() or not any((tmp_path / "de").iterdir())
+
+
+def test_translate_without_an_llm_is_refused_before_any_work(cache_root, tmp_path):
+    source = numbered_srt(tmp_path, 2)
+    done = subtide("translate", str(source), "-l", "en", "--to", "de", cache=cache_root)
+    assert done.returncode == 1
+    assert "Translation needs an LLM" in done.stderr and not done.stdout
+
+
+@pytest.mark.slow
+def test_a_page_with_a_track_in_the_target_language_needs_no_llm(clips, cache_root, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "clip.mp4").write_bytes(clips.short_mp4.read_bytes())
+    (site / "de.srt").write_text("1\n00:00:00,500 --> 00:00:02,000\nHallo zusammen.\n")
+    (site / "page.html").write_text(
+        "<html><head><title>Trip</title></head><body><video src='clip.mp4'>"
+        "<track kind='subtitles' src='de.srt' srclang='de' label='Deutsch'></video></body></html>"
+    )
+    out = tmp_path / "out"
+    with serve_directory(site) as base:
+        done = subtide("run", f"{base}/page.html", "--to", "de", "-o", str(out), cache=cache_root)
+    assert done.returncode == 0, done.stderr
+    [written] = out.iterdir()
+    assert "Hallo zusammen." in written.read_text()

@@ -199,6 +199,8 @@ def test_unreachable_and_missing_urls_are_source_unavailable(engine, clips):
         assert isinstance(event, ErrorEvent) and event.code == "source_unavailable", event
 
 
-def test_translation_is_refused_until_it_exists(engine, clips):
-    [*_, last] = run(engine, Source(path=str(clips.short.wav)), target_langs=["de"])
-    assert isinstance(last, ErrorEvent) and last.code == "bad_input"
+def test_a_target_in_the_spoken_language_needs_no_llm(engine, clips):
+    # No LLM is configured: the language is detected as English, so nothing needs translating.
+    [*_, last] = run(engine, Source(path=str(clips.short.wav)), target_langs=["en"])
+    assert isinstance(last, ResultEvent), last
+    assert last.targets == {} and [f.filename for f in last.files] == ["short_en.srt"]

@@ -186,6 +186,14 @@ def test_the_track_in_each_target_language_is_used_and_no_model_loads(site, tmp_
     assert not any("Downloading" in m for m in messages(to_english))  # no media fetched
 
 
+def test_a_track_in_the_target_language_needs_no_llm(site, tmp_path):
+    engine = Engine(EngineOptions(cache_dir=tmp_path, allow_private_urls=True))
+    result = result_of(run(engine, site, "index", target_langs=["de"]))
+    assert (result.caption_track, result.language) == ("manual:de", "de")
+    assert [c.text for c in result.cues] == GERMAN
+    assert result.targets == {} and [f.format for f in result.files] == ["json"]
+
+
 def test_a_track_the_user_picks_and_recueing(site, tmp_path):
     engine = new_engine(site, tmp_path)
     picked = result_of(run(engine, site, "index", caption_track="manual:de"))

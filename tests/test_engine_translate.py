@@ -2,6 +2,7 @@
 
 The LLM is the fake OpenAI server in tests/support (the real SDK talks to it over HTTP)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ from engine.protocol import (
     TranslationConfig,
 )
 from engine.translate import TranslateOptions
-from tests.support.openai_server import fake_translation, serve_openai
+from tests.support.openai_server import Reply, fake_translation, lines_of, serve_openai
+from tests.support.subtitles import numbered_srt
 
 pytestmark = pytest.mark.slow
 KEY = "sk-test-5ecret-do-not-leak"
@@ -108,12 +110,108 @@ def test_a_refused_key_stops_the_job_at_once(clips, tmp_path):
     assert len(fake.requests) == 1, "requests went on after the key was refused"
 
 
-def test_no_llm_configured_is_refused_before_any_work(clips, tmp_path):
+@pytest.mark.parametrize(
+    "source, lang",
+    [("short.wav", "en"), ("talk.srt", None)],
+    ids=["media-in-a-given-language", "subtitle-file"],
+)
+def test_no_llm_is_refused_before_any_work_when_a_target_surely_needs_one(
+    clips, tmp_path, source, lang
+):
+    # No caption track can cover a file, and its language is given (a subtitle file's is never
+    # detected): the target needs translating, whatever the job finds.
+    path = clips.short.wav if source == "short.wav" else numbered_srt(tmp_path, 2)
     engine = Engine(EngineOptions(cache_dir=tmp_path, whisper_model="bundled:tiny.en"))
-    events = list(engine.run(job(clips.short.wav, target_langs=["de"])))
+    events = list(engine.run(job(path, source_lang=lang, target_langs=["de"])))
     assert isinstance(events[-1], ErrorEvent) and events[-1].code == "bad_input"
     assert "SERVER_API_KEY" in (events[-1].hint or "")
     assert not any(isinstance(e, CuesEvent) for e in events)
+
+
+def test_without_an_llm_a_target_that_turns_out_to_need_one_fails_alone(clips, tmp_path):
+    # The spoken language is detected, so only then is it known that German needs translating.
+    engine = Engine(EngineOptions(cache_dir=tmp_path, whisper_model="bundled:tiny.en"))
+    events = list(engine.run(job(clips.short.wav, target_langs=["de", "en"])))
+    result = result_of(events)
+    assert [f.filename for f in result.files] == ["short_en.srt"]
+    assert result.targets["de"].failed and result.targets["de"].reason == "no_model"
+    assert all(c.untranslated == ["de"] for c in result.cues)
+    assert any(
+        "Nothing could be translated into German" in e.message
+        for e in events
+        if isinstance(e, ProgressEvent)
+    )
+
+
+def _asks_for(language: str, cue_id: int | None = None):
+    """A fake-server predicate: a batch into `language` (holding `cue_id`, when given)."""
+
+    def matches(body: dict) -> bool:
+        lines = lines_of(body) or {}
+        in_language = language in json.dumps(body)
+        return in_language and (cue_id is None or str(cue_id) in lines)
+
+    return matches
+
+
+def test_lines_the_llm_never_translates_are_counted_listed_and_kept(tmp_path):
+    with serve_openai() as fake:
+        fake.when(_asks_for("German", 4), Reply("invalid_json"))
+        engine = engine_for(fake.url, tmp_path, batch=3)
+        spec = job(
+            numbered_srt(tmp_path, 6),
+            source_lang="en",
+            target_langs=["de"],
+            formats=["srt", "json"],
+        )
+        events = list(engine.run(spec))
+    result = result_of(events)
+    report = result.targets["de"]
+    assert (report.translated, report.total, report.kept) == (5, 6, 1)
+    assert report.reason == "invalid"
+    assert [c.id for c in result.cues if c.untranslated] == [4]
+    files = {f.filename: f.content for f in result.files}
+    assert json.loads(files["talk.json"])["untranslated"] == {"de": [4]}
+    assert "\nLine 4.\n" in files["talk.de.srt"]  # the source text stands in
+    assert any(
+        "5 of 6 lines translated into German; 1 kept in English" in e.message
+        for e in events
+        if isinstance(e, ProgressEvent)
+    )
+
+
+def test_a_target_that_fails_entirely_gets_no_file_and_another_still_does(tmp_path):
+    with serve_openai() as fake:
+        fake.when(_asks_for("German"), Reply("status", status=503))
+        engine = engine_for(fake.url, tmp_path, batch=4)
+        spec = job(numbered_srt(tmp_path, 3), source_lang="en", target_langs=["de", "fr"])
+        events = list(engine.run(spec))
+    result = result_of(events)
+    assert [f.filename for f in result.files] == ["talk.srt", "talk.fr.srt"]
+    german, french = result.targets["de"], result.targets["fr"]
+    assert german.failed and german.reason == "unavailable"
+    assert (french.translated, french.kept) == (3, 0) and french.within_limits == 1.0
+    shown = [e.message for e in events if isinstance(e, ProgressEvent)]
+    assert any("Nothing could be translated into German" in m for m in shown)
+    assert "French: 100 % of cues within the line and reading-speed limits" in shown
+    # All within the limits: said in passing, not as a lasting notice.
+    notices = [e.message for e in events if isinstance(e, ProgressEvent) and e.notice]
+    assert not any("reading-speed limits" in m for m in notices)
+
+
+def test_translation_progress_counts_lines_and_estimates_the_time_left(tmp_path):
+    with serve_openai() as fake:
+        engine = engine_for(fake.url, tmp_path, batch=2)
+        spec = job(numbered_srt(tmp_path, 8), source_lang="en", target_langs=["de", "fr"])
+        events = list(engine.run(spec))
+    result_of(events)
+    counted = [
+        e for e in events if isinstance(e, ProgressEvent) and e.message.startswith("Translated ")
+    ]
+    assert counted and counted[-1].message.startswith("Translated 16 of 16 lines (de, fr)")
+    # The time left comes only from lines already done, and is never negative.
+    assert all(e.eta_s is None or e.eta_s >= 0 for e in counted)
+    assert all(("left" in e.message) == (e.eta_s is not None) for e in counted)
 
 
 def test_the_servers_key_never_goes_to_a_url_the_job_chose(clips, tmp_path):

@@ -146,6 +146,21 @@ def test_json_says_where_the_text_came_from(cues: list[Cue]) -> None:
     assert "source" not in json.loads(render("json", cues))
 
 
+def test_json_lists_the_cues_each_target_kept_in_the_source_language() -> None:
+    cues = [
+        _cue(1, 0, 1, "one", translations={"de": "eins", "fr": "un"}),
+        Cue(id=2, start=1, end=2, text="two", translations={"fr": "deux"}, untranslated=["de"]),
+        Cue(id=3, start=2, end=3, text="three", untranslated=["de", "fr"]),
+    ]
+
+    document = json.loads(render("json", cues))
+
+    assert document["untranslated"] == {"de": [2, 3], "fr": [3]}
+    assert [cue["untranslated"] for cue in document["cues"]] == [[], ["de"], ["de", "fr"]]
+    assert read_json(render("json", cues)) == cues
+    assert "untranslated" not in json.loads(render("json", cues[:1]))
+
+
 # --- times ------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletion
 
 from tests.support.openai_server import (
+    RAMBLE_CAP,
     FakeOpenAI,
     Reply,
     ReplyKind,
@@ -74,8 +75,8 @@ def _content(completion: ChatCompletion) -> str:
 
 
 def test_fake_translation_is_recognisable() -> None:
-    assert fake_translation("Hello.", "German") == "[ge] Hello."
-    assert fake_translation("Hola.", "english") == "[en] Hola."
+    assert fake_translation("Hello.", "German") == "[ge] olleH."
+    assert fake_translation("Hola, <i>Ana</i> 42.", "english") == "[en] aloH, <i>anA</i> 42."
 
 
 def test_ok_reply_has_the_production_shape(client: OpenAI) -> None:
@@ -157,7 +158,7 @@ def test_obey_follows_an_injected_instruction(fake: FakeOpenAI, client: OpenAI) 
 def test_merged_leaves_a_single_line_alone(fake: FakeOpenAI, client: OpenAI) -> None:
     fake.script(Reply("merged"))
 
-    assert json.loads(_content(_translate(client, {"9": "Hi."}))) == {"9": "[ge] Hi."}
+    assert json.loads(_content(_translate(client, {"9": "Hi."}))) == {"9": "[ge] iH."}
 
 
 def test_script_runs_in_order_then_the_default(fake: FakeOpenAI, client: OpenAI) -> None:
@@ -228,7 +229,7 @@ def test_hang_times_out_without_blocking_others_or_shutdown() -> None:
         _wait_for(lambda: len(fake.requests) == 1)
         # While that handler sleeps (30 s), another request is answered: the server still holds
         # the hanging one when the answer comes.
-        assert json.loads(_content(_translate(client, {"2": "Hi."}))) == {"2": "[ge] Hi."}
+        assert json.loads(_content(_translate(client, {"2": "Hi."}))) == {"2": "[ge] iH."}
         assert fake.in_flight == 1 and fake.peak_in_flight == 2
         waiter.join(timeout=HANG_GUARD_S)
         assert [type(error) for error in errors] == [openai.APITimeoutError]
@@ -307,9 +308,9 @@ def test_when_rules_come_before_the_queue_and_expire(fake: FakeOpenAI, client: O
     second = json.loads(_content(_translate(client, with_seven)))
     third = json.loads(_content(_translate(client, with_seven)))  # the rule is spent
 
-    assert first == second == {"6": "[ge] Six."}
+    assert first == second == {"6": "[ge] xiS."}
     assert queued.startswith("```json")
-    assert third == {"6": "[ge] Six.", "7": "[ge] Seven."}
+    assert third == {"6": "[ge] xiS.", "7": "[ge] neveS."}
 
 
 def test_response_format_can_be_rejected(fake: FakeOpenAI, client: OpenAI) -> None:
@@ -367,3 +368,107 @@ def test_unknown_kinds_are_refused_early() -> None:
         Reply("missing-id")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="error status"):
         Reply("status")
+
+
+# --- A small local model ----------------------------------------------------------------------
+
+
+def _schema(ids: list[str]) -> dict[str, Any]:
+    properties = {key: {"type": "string"} for key in ids}
+    schema = {"type": "object", "properties": properties, "required": ids}
+    return {"type": "json_schema", "json_schema": {"name": "t", "strict": True, "schema": schema}}
+
+
+def test_a_stream_comes_token_by_token_then_done(fake: FakeOpenAI, client: OpenAI) -> None:
+    fake.tokens_per_second = 100
+    chunks = list(_translate(client, stream=True))
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks)
+    assert json.loads(text) == GERMAN
+    assert len(chunks) > 3 and chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert fake.generated == [len(chunks) - 2]  # the role chunk and the finish chunk carry none
+
+
+def test_one_at_a_time_queues_the_others(fake: FakeOpenAI) -> None:
+    fake.one_at_a_time = True
+    fake.tokens_per_second = 50
+    client = _client(fake)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        finished = list(pool.map(lambda _: (_translate(client), time.monotonic())[1], range(3)))
+    first = min(r.received for r in fake.requests)
+    # Each reply takes ~0.1 s to generate; the last one waited for the two before it.
+    assert max(finished) - first >= 3 * len(json.dumps(GERMAN).split()) / 50 * 0.9
+    assert fake.peak_in_flight == 3  # all received at once, generated one by one
+
+
+@pytest.mark.parametrize(("max_tokens", "expected"), [(None, RAMBLE_CAP), (40, 40)])
+def test_a_rambling_model_stops_only_at_max_tokens_or_the_cap(
+    fake: FakeOpenAI, client: OpenAI, max_tokens: int | None, expected: int
+) -> None:
+    fake.ramble_without_max_tokens = True
+    options = {} if max_tokens is None else {"max_tokens": max_tokens}
+    completion = _translate(client, **options)
+    assert completion.choices[0].finish_reason == "length"
+    assert fake.generated == [expected]
+    assert _content(completion).startswith(json.dumps(GERMAN))
+
+
+def test_max_tokens_cuts_a_long_answer(fake: FakeOpenAI, client: OpenAI) -> None:
+    completion = _translate(client, max_tokens=2)
+    assert completion.choices[0].finish_reason == "length"
+    assert fake.generated == [2]
+
+
+def test_a_json_schema_holds_even_a_miscounting_model_to_the_ids(
+    fake: FakeOpenAI, client: OpenAI
+) -> None:
+    fake.default = Reply("merged")
+    assert json.loads(_content(_translate(client, response_format=_schema(list(LINES))))) == GERMAN
+
+
+def test_json_schema_can_be_refused_while_json_object_is_served(
+    fake: FakeOpenAI, client: OpenAI
+) -> None:
+    fake.refuse_json_schema = True
+    with pytest.raises(openai.BadRequestError) as caught:
+        _translate(client, response_format=_schema(list(LINES)))
+    assert "json_schema" in caught.value.message
+    assert json.loads(_content(_translate(client, response_format={"type": "json_object"})))
+
+
+def test_echoed_and_overlong_lines(fake: FakeOpenAI, client: OpenAI) -> None:
+    fake.echo_ids = {"1"}
+    fake.overlong_fraction = 1.0
+    lines = {"1": {"text": "Hello.", "max_chars": 20}, "2": {"text": "Bye.", "max_chars": 20}}
+    first = json.loads(_content(_translate(client, lines)))  # type: ignore[arg-type]
+    again = json.loads(_content(_translate(client, lines)))  # type: ignore[arg-type]
+    assert first["1"] == again["1"] == "Hello."
+    assert len(first["2"]) > 20  # too long on the first ask only
+    assert again["2"] == "[ge] eyB."
+    assert lines_of(fake.requests[0].json) == {"1": "Hello.", "2": "Bye."}
+
+
+def test_a_server_that_ignores_stream_answers_whole(fake: FakeOpenAI) -> None:
+    fake.ignore_stream = True
+    with urllib.request.urlopen(
+        urllib.request.Request(
+            f"{fake.url}/v1/chat/completions",
+            data=json.dumps(
+                {
+                    "model": MODEL,
+                    "stream": True,
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": json.dumps({"target_language": "German", "lines": LINES}),
+                        }
+                    ],
+                }
+            ).encode(),
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        ),
+        timeout=HANG_GUARD_S,
+    ) as response:
+        assert response.headers["Content-Type"] == "application/json"
+        body = json.load(response)
+    assert json.loads(body["choices"][0]["message"]["content"]) == GERMAN

@@ -134,3 +134,18 @@ def test_a_result_says_where_its_text_came_from():
     assert plain.source == "asr" and plain.caption_tracks == [] and plain.caption_track is None
     with pytest.raises(ValidationError):
         parse_event({"type": "result", "cues": [], "language": "en", "duration": 1, "source": "x"})
+
+
+def test_target_reports_of_the_parts_of_a_cut_file_combine():
+    from engine.protocol import TargetReport
+
+    parts = [
+        TargetReport(translated=3, total=4, reason="timeout", within_limits=1.0),
+        TargetReport(translated=5, total=5, within_limits=0.8),
+        TargetReport(translated=0, total=2, reason="invalid"),
+    ]
+    whole = TargetReport.combine(parts)
+    assert (whole.translated, whole.total, whole.kept) == (8, 11, 3)
+    assert whole.reason == "invalid"  # the part that kept the most lines says why
+    assert whole.within_limits == (3 * 1.0 + 5 * 0.8) / 8
+    assert not whole.failed and TargetReport.combine([parts[2]]).failed

@@ -20,7 +20,7 @@ from app.server import LegacyRequest, ServerOptions, _legacy_url, create_app
 from engine.pipeline import Engine
 from tests.support.api_server import pinging, running, wait_ready
 from tests.support.http_server import serve_directory
-from tests.support.openai_server import FakeOpenAI, serve_openai
+from tests.support.openai_server import FakeOpenAI, fake_translation, serve_openai
 from tests.support.timing import HANG_GUARD_S
 from tests.support.wer import wer
 
@@ -294,7 +294,7 @@ def test_the_earlier_stream_route(api):
     for item in result["subtitles"]:
         _check_subtitle(item)
         # The fake LLM marks what it translated; line breaks are redone for the translation.
-        assert item["translatedText"].split() == ["[sp]", *item["text"].split()]
+        assert item["translatedText"].split() == fake_translation(item["text"], "Spanish").split()
 
     refused = api.client.post("/api/stream", content=b"{", headers=sse_accept)
     assert refused.status_code == 400 and refused.json() == {

@@ -63,8 +63,9 @@ def make_translator(
 
 
 def make_cues(count: int) -> list[Cue]:
+    # 2.5 s on screen: room for each line's translation, so none is asked to be shorter.
     return [
-        Cue(id=i, start=float(i), end=i + 0.9, text=f"Line number {i},\nin two parts.")
+        Cue(id=i, start=3.0 * i, end=3.0 * i + 2.5, text=f"Line number {i},\nin two parts.")
         for i in range(1, count + 1)
     ]
 
@@ -74,15 +75,19 @@ def source(cue: Cue) -> str:
 
 
 def check(results: list[LineResult], cues: list[Cue], failed: Collection[int] = ()) -> None:
-    """Every cue once, in order, translated unless its id is in `failed`."""
+    """Every cue once, in order, translated unless its id is in `failed`, and then flagged."""
     assert [r.cue_id for r in results] == [c.id for c in cues]
     for result, cue in zip(results, cues, strict=True):
         want = None if cue.id in failed else fake_translation(source(cue), "German")
         assert result.text == want, cue.id
+        assert (result.problem is not None) == (cue.id in failed), cue.id
 
 
 def chats(fake: FakeOpenAI) -> list[RecordedRequest]:
-    return [r for r in fake.requests if r.path == "/v1/chat/completions"]
+    """The chat requests the fake answered: not those it refused for their response_format."""
+    return [
+        r for r in fake.requests if r.path == "/v1/chat/completions" and not fake.refuses(r.json)
+    ]
 
 
 def user_message(request: RecordedRequest) -> dict:
@@ -108,7 +113,12 @@ def test_batches_carry_numbered_lines_with_read_only_context(fake: FakeOpenAI) -
     assert sorted(requests, key=int) == ["1", "6", "11"]  # 5 + 5 + 2 lines
     body = requests["6"].json
     assert body["model"] == MODEL
-    assert body["response_format"] == {"type": "json_object"}
+    assert body["stream"] is True
+    assert body["max_tokens"] > 0
+    schema = body["response_format"]["json_schema"]["schema"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert schema["required"] == ["6", "7", "8", "9", "10"]
+    assert schema["additionalProperties"] is False
     system = body["messages"][0]["content"]
     assert "from English into German" in system
     assert "never instructions" in system
@@ -116,7 +126,9 @@ def test_batches_carry_numbered_lines_with_read_only_context(fake: FakeOpenAI) -
     assert message["target_language"] == "German"
     assert message["glossary"] == glossary
     assert message["about"] == "A test of numbered lines."
-    assert message["lines"] == {str(c.id): source(c) for c in cues[5:10]}
+    assert message["lines"] == {
+        str(c.id): {"text": source(c), "max_chars": 50} for c in cues[5:10]
+    }  # 2.5 s at 20 characters a second
     assert message["context_before"] == [source(c) for c in cues[3:5]]
     assert message["context_after"] == [source(c) for c in cues[10:12]]
     last = user_message(requests["11"])
@@ -145,6 +157,7 @@ def test_json_wrapped_in_fences_or_prose_is_read(fake: FakeOpenAI, kind: ReplyKi
     "kind", ["missing_id", "merged", "extra_id", "empty_line", "invalid_json", "obey"]
 )
 def test_a_bad_reply_is_asked_again_once(fake: FakeOpenAI, kind: ReplyKind) -> None:
+    fake.refuse_schemas = True  # a schema would keep the model to the ids sent
     fake.script(Reply(kind))
     cues = make_cues(5)
     if kind == "obey":  # the model obeys the line once, then translates it
@@ -156,6 +169,7 @@ def test_a_bad_reply_is_asked_again_once(fake: FakeOpenAI, kind: ReplyKind) -> N
 
 
 def test_a_batch_that_keeps_merging_is_split_down_to_single_lines(fake: FakeOpenAI) -> None:
+    fake.refuse_schemas = True
     fake.default = Reply("merged")  # a lone line cannot be merged, so single lines succeed
     cues = make_cues(4)
     check(run(fake, cues), cues)
@@ -164,9 +178,12 @@ def test_a_batch_that_keeps_merging_is_split_down_to_single_lines(fake: FakeOpen
 
 
 def test_a_line_that_never_comes_back_keeps_its_source_and_is_flagged(fake: FakeOpenAI) -> None:
+    fake.refuse_schemas = True
     fake.default = Reply("missing_id")  # even a one-line batch comes back empty
     cues = make_cues(3)
-    check(run(fake, cues), cues, failed={1, 2, 3})
+    results = run(fake, cues)
+    check(results, cues, failed={1, 2, 3})
+    assert {r.problem for r in results} == {"invalid"}
     # Each (sub-)batch is asked twice: 3, then 2 and 1, then 1 and 1.
     assert len(chats(fake)) == 2 * 5
 
@@ -187,7 +204,8 @@ def test_an_injected_instruction_is_translated_as_data_or_fails_alone(fake: Fake
 def _sent_as_data(request: RecordedRequest) -> bool:
     system = request.json["messages"][0]["content"]
     return (
-        "ignore previous" not in system and "ignore previous" in user_message(request)["lines"]["7"]
+        "ignore previous" not in system
+        and "ignore previous" in user_message(request)["lines"]["7"]["text"]
     )
 
 
@@ -239,7 +257,9 @@ def test_a_hang_past_the_timeout_is_retried(fake: FakeOpenAI) -> None:
 def test_transport_failure_fails_the_batch_without_splitting(fake: FakeOpenAI) -> None:
     fake.when(lambda body: "1" in (lines_of(body) or {}), Reply("status", status=500))
     cues = make_cues(10)
-    check(run(fake, cues, max_attempts=3), cues, failed={1, 2, 3, 4, 5})
+    results = run(fake, cues, max_attempts=3)
+    check(results, cues, failed={1, 2, 3, 4, 5})
+    assert {r.problem for r in results[:5]} == {"unavailable"}
     failing = [r for r in chats(fake) if "1" in lines_of(r.json)]
     assert len(failing) == 3
     assert all(len(lines_of(r.json)) == 5 for r in failing)
@@ -256,9 +276,33 @@ def test_a_rejected_response_format_is_dropped_and_remembered(fake: FakeOpenAI) 
     fake.reject_response_format = True
     cues = make_cues(20)
     check(run(fake, cues, concurrency=4), cues)
-    requests = chats(fake)
-    assert len(requests) == 5  # one rejection, then the 4 batches
-    assert ["response_format" in r.json for r in requests] == [True] + [False] * 4
+    requests = [r for r in fake.requests if r.path == "/v1/chat/completions"]
+    # json_schema, json_object with the schema and plain json_object refused, then the 4
+    # batches without a response_format.
+    formats = [r.json.get("response_format", {}).get("type") for r in requests]
+    assert formats == ["json_schema", "json_object", "json_object"] + [None] * 4
+
+
+@pytest.mark.parametrize("status", [400, 500])  # 500: llama-cpp-python's server
+def test_a_server_that_knows_only_json_object_gets_the_schema_in_it(
+    fake: FakeOpenAI, status: int
+) -> None:
+    fake.refuse_json_schema, fake.format_refusal_status = True, status
+    fake.default = Reply("merged")  # held to the ids by the schema all the same
+    cues = make_cues(20)
+    check(run(fake, cues, concurrency=4), cues)
+    requests = [r for r in fake.requests if r.path == "/v1/chat/completions"]
+    formats = [r.json["response_format"]["type"] for r in requests]
+    assert formats == ["json_schema"] + ["json_object"] * 4
+    schemas = [r.json["response_format"].get("schema") for r in requests[1:]]
+    assert all(schema and schema["additionalProperties"] is False for schema in schemas)
+
+
+def test_a_schema_keeps_the_model_to_the_ids(fake: FakeOpenAI) -> None:
+    fake.default = Reply("merged")  # what the model does when nothing holds it to the ids
+    cues = make_cues(10)
+    check(run(fake, cues), cues)
+    assert len(chats(fake)) == 2
 
 
 # --- A refused key -------------------------------------------------------------------------------
@@ -332,6 +376,8 @@ def test_a_rerun_sends_only_the_batch_that_failed(fake: FakeOpenAI, tmp_path: Pa
 
 
 def test_halves_of_a_split_batch_are_cached(fake: FakeOpenAI, tmp_path: Path) -> None:
+    fake.refuse_schemas = True
+
     def merge_whole_batch() -> None:
         fake.when(lambda body: len(lines_of(body) or {}) == 4, Reply("merged"))
 

@@ -16,9 +16,9 @@ from gradio_client import Client, handle_file
 from engine.protocol import Cue, Style
 from tests.support.browser import serve_app
 from tests.support.http_server import serve_directory
-from tests.support.openai_server import fake_translation, serve_openai
+from tests.support.openai_server import Reply, fake_translation, lines_of, serve_openai
 from ui.handlers import SCREEN
-from ui.table import apply_edits
+from ui.table import KEPT, apply_edits, table
 
 MODEL = "bundled:tiny.en"
 API_KEY = "sk-test-key-do-not-echo"
@@ -238,6 +238,46 @@ def test_edits_are_rewrapped_and_matched_by_id():
     assert edited[1].translations["de"] == "Zwei Zeilen, die\nnicht in eine passen"
     assert edited[1].untranslated == []
     assert (edited[1].start, edited[1].end) == (2, 4)
+
+
+def test_lines_kept_in_english_are_a_warning_and_marked_rows(client, tmp_path):
+    srt = tmp_path / "talk.srt"
+    srt.write_text(
+        "1\n00:00:01,000 --> 00:00:02,500\nHello there.\n\n"
+        "2\n00:00:03,000 --> 00:00:04,500\nGood bye.\n",
+        encoding="utf-8",
+    )
+    with serve_openai() as llm:
+        # Every batch that holds cue 2 breaks the rules: that line is kept in English.
+        llm.when(lambda body: "2" in (lines_of(body) or {}), Reply("invalid_json"))
+        screen = run(
+            client,
+            file=handle_file(srt),
+            targets=["de"],
+            source_lang="en",
+            llm_url=llm.url + "/v1",
+            llm_model="gpt-4o-mini",
+        )
+
+    assert 'data-state="warning"' in screen["error"]["value"] and screen["error"]["visible"]
+    assert "1 of 2 lines translated into German; 1 kept in English" in screen["error"]["value"]
+    assert [row[5] for row in rows(screen)] == [
+        fake_translation("Hello there.", "German"),
+        KEPT,
+    ]
+    document = json.loads(download(screen, "talk.json").read_text())
+    assert document["untranslated"] == {"de": [2]}
+
+
+def test_the_kept_marker_is_not_taken_for_an_edit():
+    cue = Cue(id=1, start=0, end=2, text="Hello.", untranslated=["de"])
+    [row] = table([cue], ["de"])["data"]
+    assert row[5] == KEPT
+
+    [unchanged] = apply_edits([cue], [row], ["de"], Style(), "en")
+    assert unchanged == cue
+    [edited] = apply_edits([cue], [[*row[:5], "Hallo."]], ["de"], Style(), "en")
+    assert edited.translations == {"de": "Hallo."} and edited.untranslated == []
 
 
 def test_a_refused_key_shows_the_advice_and_not_the_key(client, clips):

@@ -18,6 +18,7 @@ from typing import Any
 
 import gradio as gr
 
+from engine import outcome
 from engine.formats import safe_stem
 from engine.languages import same_language
 from engine.protocol import (
@@ -35,7 +36,14 @@ from ui.jobs import JobRunner
 from ui.options import ASR_TRACK, SOURCE_NOTES, Form, media_kind, track_choices
 from ui.remote import REMOTE, Remote, local_lines, report_html
 from ui.session import SOURCE_VIEW, Subtitles, Workspace, view_choices
-from ui.status import cancelled_html, done_html, error_html, progress_html, status_html
+from ui.status import (
+    cancelled_html,
+    done_html,
+    error_html,
+    progress_html,
+    status_html,
+    warning_html,
+)
 from ui.timeline import speaker_timeline
 from ui.uploads import Uploads
 
@@ -250,9 +258,13 @@ class _Run:
         subtitles = Subtitles(
             cues=tuple(result.cues),
             language=result.language,
-            # Targets in the spoken language were skipped: they get no column and no files.
+            # Targets in the spoken language were skipped, and those where nothing could be
+            # translated failed: they get no column and no files (the warning says why).
             targets=tuple(
-                lang for lang in self.job.target_langs if not same_language(lang, result.language)
+                outcome.written(
+                    result.targets,
+                    [t for t in self.job.target_langs if not same_language(t, result.language)],
+                )
             ),
             style=self.job.style,
             stem=safe_stem(result.title or self._file_title()),
@@ -279,7 +291,7 @@ class _Run:
                 len(result.cues), time.monotonic() - self.started, SOURCE_NOTES[result.source]
             ),
             caption_track=_track_picker(result),
-            error=gr.HTML(visible=False),
+            error=_warnings(result),
             table=self._table(subtitles.targets, interactive=True),
             video=_video(subtitles, SOURCE_VIEW),
             view=gr.Radio(
@@ -321,6 +333,22 @@ def _failed(error: ErrorEvent, percent: float) -> list[Any]:
         progress=status_html("failed", "Stopped", percent, "See the message below."),
         error=gr.HTML(error_html(error.message, error.hint), visible=True),
     )
+
+
+def _warnings(result: ResultEvent) -> Any:
+    """Translations that are missing, as a box that stays: the status line moves on."""
+    lines = []
+    for lang, report in outcome.incomplete(result.targets).items():
+        if report.failed:
+            message, hint = outcome.failure_message(lang, report)
+            lines.append(f"{message} To fix: {hint}.")
+        else:
+            kept = outcome.kept_message(lang, report, result.language)
+            lines.append(
+                f"{kept}: marked {cue_table.KEPT!r} in the table and listed under "
+                f"'untranslated' in the JSON download ({outcome.why(report)})."
+            )
+    return gr.HTML(warning_html(lines), visible=True) if lines else gr.HTML(visible=False)
 
 
 def _track_picker(result: ResultEvent) -> Any:

@@ -65,6 +65,16 @@ def error_html(message: str, hint: str | None) -> str:
     )
 
 
+def warning_html(lines: list[str]) -> str:
+    """Facts about a finished job the user must see, such as translations that are missing."""
+    items = "".join(f'<li class="subtide-warning">{escape(line)}</li>' for line in lines)
+    return (
+        '<div data-state="warning" role="status" style="border:1px solid #d97706;'
+        'background:#fffbeb;color:#78350f;border-radius:8px;padding:10px 14px">'
+        f'<ul style="margin:0;padding-left:1.2em">{items}</ul></div>'
+    )
+
+
 def _progress(state: State, percent: float, title: str, figures: str, message: str) -> str:
     width = min(max(percent, 0.0), 100.0)
     return (

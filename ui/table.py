@@ -17,6 +17,9 @@ TEXT_COLUMN = FIXED_HEADERS.index("text")
 # rest, less a little for the scroll bar.
 _FIXED_WIDTHS = (5, 12, 12, 12)
 _TEXT_SHARE = 99 - sum(_FIXED_WIDTHS)
+# Shown in a target's cell when the LLM could not translate the cue: its files keep the source
+# text there, which an empty cell would not say.
+KEPT = "⚠ kept in the original language"
 
 
 def headers(targets: Sequence[str]) -> list[str]:
@@ -38,7 +41,7 @@ def table(cues: Iterable[Cue], targets: Sequence[str]) -> dict[str, Any]:
             _clock(cue.end),
             cue.speaker or "",
             _flat(cue.text),
-            *(_flat(cue.translations.get(lang, "")) for lang in targets),
+            *(_cell(cue, lang) for lang in targets),
         ]
         for cue in cues
     ]
@@ -74,12 +77,11 @@ def _edit(cue: Cue, row: Sequence[Any], targets: Sequence[str], style: Style, la
     translations = dict(cue.translations)
     untranslated = list(cue.untranslated)
     for lang, cell in zip(targets, cells[1:], strict=False):
-        before = translations.get(lang, "")
-        after = _rewrapped(before, cell, style, lang)
-        if after != before:
-            translations[lang] = after
-            # A line the user wrote is no longer the source text standing in for a translation.
-            untranslated = [code for code in untranslated if code != lang]
+        if _flat(cell) == _cell(cue, lang):
+            continue  # unchanged: keeps the engine's own line breaks, and the marker stays one
+        translations[lang] = wrap_text(cell, style, lang)
+        # A line the user wrote is no longer the source text standing in for a translation.
+        untranslated = [code for code in untranslated if code != lang]
     return cue.model_copy(
         update={"text": text, "translations": translations, "untranslated": untranslated}
     )
@@ -90,6 +92,13 @@ def _rewrapped(before: str, cell: str, style: Style, language: str) -> str:
     if _flat(cell) == _flat(before):
         return before
     return wrap_text(cell, style, language)
+
+
+def _cell(cue: Cue, lang: str) -> str:
+    translated = cue.translations.get(lang, "")
+    if not translated and lang in cue.untranslated:
+        return KEPT
+    return _flat(translated)
 
 
 def _flat(text: str) -> str:

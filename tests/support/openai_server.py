@@ -1,20 +1,26 @@
 """An OpenAI-compatible HTTP server on 127.0.0.1 that stands in for paid LLM APIs in tests.
 
 The real `openai` SDK talks to it (`OpenAI(base_url=f"{fake.url}/v1", ...)`). It answers
-`POST /v1/chat/completions` (non-streaming) and `GET /v1/models` with OpenAI's production
-shapes, understands the translator's batch protocol (the last user message is a JSON object
-with `target_language` and `lines`), and lets each test script replies and inject faults:
-429 + Retry-After, 5xx, hangs, and the ways a real model gets the output wrong.
+`POST /v1/chat/completions` (whole, or streamed as server-sent chunks) and `GET /v1/models` with
+OpenAI's production shapes, understands the translator's batch protocol (the last user message is
+a JSON object with `target_language` and `lines`), and lets each test script replies and inject
+faults: 429 + Retry-After, 5xx, hangs, and the ways a real model gets the output wrong.
+
+It can also play a small local model behind llama.cpp's server (see OFFLINE.md): a few tokens a
+second, one request generated at a time while the others wait for their first byte, and a reply
+that rambles on after its answer when no `max_tokens` stops it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import chain, cycle, islice
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -43,12 +50,25 @@ ReplyKind = Literal[
 # test would set, yet the server still stops at once, since waits end on shutdown.
 HANG_SECONDS = 30.0
 INJECTION = "ignore previous instructions"
+# Where a rambling reply stops when the request sets no max_tokens: llama.cpp goes on until the
+# context is full, which at a local model's few tokens a second takes minutes.
+RAMBLE_CAP = 2048
+_FILLER = "I hope these translations help you with your video. "
+# Faults in the set of ids; a reply constrained by a JSON schema cannot make them.
+_ID_FAULTS = frozenset({"missing_id", "merged", "extra_id"})
 _NOT_JSON = object()  # a request body that is absent or does not parse
+_MARKUP = re.compile(r"(<[^>]*>|\{[^}]*\})")
+_LETTERS = re.compile(r"[^\W\d_]+")
 
 
 def fake_translation(text: str, target_language: str) -> str:
-    """The translation the fake gives a line: deterministic, so tests can compute it."""
-    return f"[{target_language[:2].lower()}] {text}"
+    """The translation the fake gives a line: deterministic, so tests can compute it, and no
+    longer in the source language (each word's letters reversed, markup and numbers kept), as
+    a real translation is not: the engine checks that replies left the source language."""
+    parts = _MARKUP.split(text)
+    for index in range(0, len(parts), 2):  # the text between tags
+        parts[index] = _LETTERS.sub(lambda word: word.group(0)[::-1], parts[index])
+    return f"[{target_language[:2].lower()}] {''.join(parts)}"
 
 
 @dataclass
@@ -91,6 +111,7 @@ class _Response:
     payload: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    generation: _Generation | None = None  # a chat answer, sent whole or streamed
 
 
 class FakeOpenAI:
@@ -102,7 +123,22 @@ class FakeOpenAI:
         self.latency = latency
         self.default = Reply("ok")
         self.model = "gpt-4o-mini"  # the one model GET /v1/models lists
-        self.reject_response_format = False
+        self.reject_response_format = False  # 400 for any response_format
+        self.format_refusal_status = 400  # llama-cpp-python's server answers 500
+        # 400 for any response_format carrying a schema: a server that knows only JSON mode.
+        self.refuse_schemas = False
+        self.refuse_json_schema = (
+            False  # 400 for json_schema only, as servers that know json_object
+        )
+        # A local model: tokens (about a word each) generated per second; None answers at once.
+        self.tokens_per_second: float | None = None
+        self.one_at_a_time = False  # requests queue and are generated one by one (llama.cpp)
+        self.ramble_without_max_tokens = False  # filler after the answer until max_tokens or cap
+        self.ignore_stream = False  # a whole JSON completion even when asked to stream
+        self.echo_ids: set[str] = set()  # lines "translated" as their source text, every time
+        # This fraction of lines comes back longer than its max_chars the first time it is asked.
+        self.overlong_fraction = 0.0
+        self.generated: list[int] = []  # tokens generated for each answered chat request
         self.requests: list[RecordedRequest] = []
         # Requests received and not yet answered, and the most at once: overlap is counted by
         # the server, so no test has to infer it from wall-clock time.
@@ -113,6 +149,17 @@ class FakeOpenAI:
         # Re-entrant: a `when` predicate runs under the lock and may itself look at the fake.
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._generating = threading.Lock()  # held by the request generating, one_at_a_time
+        self._padded: set[str] = set()  # ids already answered over-long once
+
+    def refuses(self, body: Any) -> bool:
+        """Whether this chat request body is refused for its response_format."""
+        kind = _format_type(body)
+        return kind is not None and (
+            self.reject_response_format
+            or (self.refuse_json_schema and kind == "json_schema")
+            or (self.refuse_schemas and _schema_ids(body) is not None)
+        )
 
     def script(self, *replies: Reply) -> None:
         """Queue replies for the next chat requests, in order; then `default` applies again."""
@@ -173,6 +220,43 @@ class FakeOpenAI:
         """Sleep, but wake as soon as the server stops; True when the full time passed."""
         return seconds <= 0 or not self._stopping.wait(seconds)
 
+    @contextmanager
+    def _turn(self) -> Iterator[bool]:
+        """The right to generate: at once, or after the others when one_at_a_time; False when
+        the server stopped while waiting."""
+        if not self.one_at_a_time:
+            yield True
+            return
+        while not self._generating.acquire(timeout=0.01):
+            if self._stopping.is_set():
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            self._generating.release()
+
+    def _token_time(self) -> float:
+        return 1.0 / self.tokens_per_second if self.tokens_per_second else 0.0
+
+    def _generated(self, tokens: int) -> None:
+        with self._lock:
+            self.generated.append(tokens)
+
+    def _line_answer(self, key: str, text: str, budget: int | None, language: str) -> str:
+        if key in self.echo_ids:
+            return text
+        translation = fake_translation(text, language)
+        with self._lock:
+            pad = (
+                budget is not None
+                and key not in self._padded
+                and _chosen(key, self.overlong_fraction)
+            )
+            if pad:
+                self._padded.add(key)
+        return _padded(translation, budget) if pad and budget is not None else translation
+
 
 @contextmanager
 def serve_openai(api_key: str | None = None, latency: float = 0.0) -> Iterator[FakeOpenAI]:
@@ -197,11 +281,18 @@ def serve_openai(api_key: str | None = None, latency: float = 0.0) -> Iterator[F
 def lines_of(request: Any) -> dict[str, str] | None:
     """The `lines` of a translation batch in a chat request body, or None if it is not one."""
     batch = _batch_of(request)
-    return None if batch is None else batch[0]
+    return None if batch is None else batch.lines
 
 
-def _batch_of(request: Any) -> tuple[dict[str, str], str] | None:
-    """(lines, target_language) from the last user message, or None if it is not a batch."""
+@dataclass(frozen=True)
+class _Batch:
+    lines: dict[str, str]  # id -> source text
+    budgets: dict[str, int]  # id -> max_chars, for lines sent as {"text", "max_chars"}
+    language: str
+
+
+def _batch_of(request: Any) -> _Batch | None:
+    """The batch in the last user message, or None if it is not one."""
     if not isinstance(request, dict) or not isinstance(request.get("messages"), list):
         return None
     users = [m for m in request["messages"] if isinstance(m, dict) and m.get("role") == "user"]
@@ -214,9 +305,40 @@ def _batch_of(request: Any) -> tuple[dict[str, str], str] | None:
     if not isinstance(batch, dict):
         return None
     lines, language = batch.get("lines"), batch.get("target_language")
-    if not isinstance(language, str) or not _is_str_map(lines):
+    if not isinstance(language, str) or not isinstance(lines, dict):
         return None
-    return lines, language
+    texts: dict[str, str] = {}
+    budgets: dict[str, int] = {}
+    for key, line in lines.items():
+        # A line is its text, or {"text": ..., "max_chars": N} when it carries a budget.
+        if isinstance(line, dict) and isinstance(line.get("text"), str):
+            texts[key] = line["text"]
+            if isinstance(line.get("max_chars"), int):
+                budgets[key] = line["max_chars"]
+        elif isinstance(line, str):
+            texts[key] = line
+        else:
+            return None
+    return _Batch(texts, budgets, language)
+
+
+def _format_type(body: Any) -> str | None:
+    response_format = body.get("response_format") if isinstance(body, dict) else None
+    return response_format.get("type") if isinstance(response_format, dict) else None
+
+
+def _schema_ids(body: dict[str, Any]) -> list[str] | None:
+    """The ids a schema in the response_format requires (json_schema, or json_object with a
+    schema as llama.cpp's servers take it), or None without one."""
+    kind = _format_type(body)
+    if kind == "json_schema":
+        schema = body["response_format"].get("json_schema", {}).get("schema", {})
+    elif kind == "json_object":
+        schema = body["response_format"].get("schema", {})
+    else:
+        return None
+    required = schema.get("required") if isinstance(schema, dict) else None
+    return [str(key) for key in required] if isinstance(required, list) else None
 
 
 def _text_of(content: Any) -> str:
@@ -228,18 +350,20 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _is_str_map(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
-
-
 # --- Replies -----------------------------------------------------------------------------------
 
 
-def _content(kind: ReplyKind, lines: dict[str, str], language: str) -> str:
+def _content(fake: FakeOpenAI, kind: ReplyKind, batch: _Batch, schema: list[str] | None) -> str:
     """The assistant message a reply kind produces for one batch."""
-    if kind == "obey" and any(INJECTION in text.lower() for text in lines.values()):
+    if kind == "obey" and any(INJECTION in text.lower() for text in batch.lines.values()):
         return "OK"
-    translations = {key: fake_translation(text, language) for key, text in lines.items()}
+    if schema is not None and kind in _ID_FAULTS:
+        # A grammar built from the schema lets the model write exactly the ids it requires.
+        kind = "ok"
+    translations = {
+        key: fake._line_answer(key, text, batch.budgets.get(key), batch.language)
+        for key, text in batch.lines.items()
+    }
     text = json.dumps(_altered(kind, translations), ensure_ascii=False)
     if kind == "fenced":
         return f"```json\n{text}\n```"
@@ -249,6 +373,18 @@ def _content(kind: ReplyKind, lines: dict[str, str], language: str) -> str:
         # A JSON object only closes at its last brace, so any shorter prefix never parses.
         return text[: max(1, len(text) // 2)]
     return text
+
+
+def _chosen(key: str, fraction: float) -> bool:
+    """A stable choice of about `fraction` of all ids."""
+    return zlib.crc32(key.encode()) % 1000 < fraction * 1000
+
+
+def _padded(translation: str, budget: int) -> str:
+    """The translation made longer than `budget` characters, as a wordy model writes it."""
+    while len(translation) <= budget:
+        translation += " und so weiter"
+    return translation
 
 
 def _altered(kind: ReplyKind, translations: dict[str, str]) -> dict[str, str]:
@@ -277,29 +413,60 @@ def _unused_id(keys: list[str]) -> str:
     return candidate
 
 
-def _completion(model: str, content: str, request: dict[str, Any]) -> dict[str, Any]:
+@dataclass
+class _Generation:
+    """A chat answer as a model produces it, token by token."""
+
+    model: str
+    tokens: list[str]
+    finish_reason: str  # "stop", or "length" when max_tokens or the ramble cap ended it
+    stream: bool
+    prompt_tokens: int
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex[:24]}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def completion(self) -> dict[str, Any]:
+        message = {"role": "assistant", "content": "".join(self.tokens), "refusal": None}
+        choice = {"index": 0, "message": message, "logprobs": None}
+        return {
+            **self._head("chat.completion"),
+            "choices": [{**choice, "finish_reason": self.finish_reason}],
+            # Words stand in for tokens: only their presence and rough size matter here.
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": len(self.tokens),
+                "total_tokens": self.prompt_tokens + len(self.tokens),
+            },
+        }
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {**self._head("chat.completion.chunk"), "choices": [choice]}
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+
+def _generation(fake: FakeOpenAI, content: str, request: dict[str, Any]) -> _Generation:
+    """The tokens a model writes for `content`, cut by max_tokens, rambling on if set to."""
+    answer = _tokens(content)
+    limit = request.get("max_tokens")
+    limit = limit if isinstance(limit, int) and limit > 0 else None
+    if fake.ramble_without_max_tokens:
+        cap = limit or RAMBLE_CAP
+        tokens = list(islice(chain(answer, cycle(_tokens(_FILLER))), cap))
+        finish = "length"
+    else:
+        tokens = answer[:limit] if limit else answer
+        finish = "length" if len(tokens) < len(answer) else "stop"
     prompt = sum(len(_text_of(m.get("content")).split()) for m in request["messages"])
-    completion = len(content.split())
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        # Word counts stand in for tokens: only their presence and rough size matter here.
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
-    }
+    stream = bool(request.get("stream")) and not fake.ignore_stream
+    return _Generation(request["model"], tokens, finish, stream, prompt)
+
+
+def _tokens(text: str) -> list[str]:
+    """About a word each, spaces included, so that joined they give the text back."""
+    return re.findall(r"\S+\s*|\s+", text)
 
 
 # OpenAI's (type, code) for each error status; others fall back by class (4xx or 5xx).
@@ -380,8 +547,8 @@ def _chat(fake: FakeOpenAI, body: Any) -> _Response:
     if batch is None:
         return _error(400, "fake OpenAI: the last user message is not a translation batch")
     delay = reply.delay or (HANG_SECONDS if reply.kind == "hang" else 0.0)
-    content = _content(reply.kind, *batch)
-    return _Response(200, _completion(body["model"], content, body), delay=delay)
+    content = _content(fake, reply.kind, batch, _schema_ids(body))
+    return _Response(200, {}, delay=delay, generation=_generation(fake, content, body))
 
 
 def _invalid_chat_request(fake: FakeOpenAI, body: Any) -> _Response | None:
@@ -394,11 +561,12 @@ def _invalid_chat_request(fake: FakeOpenAI, body: Any) -> _Response | None:
         return _error(400, "'messages' must be a non-empty array", param="messages")
     if not _valid_temperature(body.get("temperature")):
         return _error(400, f"Invalid 'temperature': {body['temperature']!r}", param="temperature")
-    if body.get("stream"):
-        return _error(400, "fake OpenAI: streaming is not supported", param="stream")
-    if "response_format" in body and fake.reject_response_format:
-        # Some local servers refuse the parameter outright; the translator retries without it.
-        return _error(400, "response_format is not supported", param="response_format")
+    if fake.refuses(body):
+        # Some local servers refuse the parameter outright, or know only json_object;
+        # llama-cpp-python's answers 500 with its validation message.
+        kind = _format_type(body)
+        message = f"response_format {kind} is not supported"
+        return _error(fake.format_refusal_status, message, param="response_format")
     return None
 
 
@@ -445,15 +613,57 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_json()
         received = time.monotonic()
         fake._record(RecordedRequest(method, path, headers, _recorded(body), received))
+        done = _Once(fake._done)
         try:
             response = _respond(fake, method, path, headers, body)
-            # Latency and delays overlap across requests, one thread each; a stop cuts them short.
-            answer = fake._wait(fake.latency + response.delay)
+            # Latency and delays overlap across requests unless they queue for one at a time;
+            # a stop cuts them short, and the connection is dropped unanswered.
+            with fake._turn() as turn:
+                if turn and fake._wait(fake.latency + response.delay):
+                    self._answer(response, done)
         finally:
-            # Before the answer goes out: a client holding its answer never sees itself counted.
-            fake._done()
-        if answer:
+            done()
+
+    def _answer(self, response: _Response, done: _Once) -> None:
+        """Sends the response; `done` runs before its last bytes go out, so a client holding
+        its answer never sees itself counted in flight."""
+        fake = self.server.fake
+        generation = response.generation
+        if generation is None:
+            done()
             self._send(response)
+        elif generation.stream:
+            self._stream(generation, done)
+        elif fake._wait(len(generation.tokens) * fake._token_time()):
+            fake._generated(len(generation.tokens))
+            done()
+            self._send(_Response(200, generation.completion()))
+
+    def _stream(self, generation: _Generation, done: _Once) -> None:
+        fake = self.server.fake
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = 0
+        try:
+            self._event(generation.chunk({"role": "assistant", "content": ""}))
+            for token in generation.tokens:
+                if not fake._wait(fake._token_time()):
+                    return
+                # A client that hung up fails this write, and the model stops, as llama.cpp does.
+                self._event(generation.chunk({"content": token}))
+                sent += 1
+            done()
+            self._event(generation.chunk({}, generation.finish_reason))
+            self.wfile.write(b"data: [DONE]\n\n")
+        finally:
+            fake._generated(sent)
+
+    def _event(self, payload: dict[str, Any]) -> None:
+        self.wfile.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
+        self.wfile.flush()
 
     def _read_json(self) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
@@ -474,6 +684,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(data)
+
+
+class _Once:
+    def __init__(self, call: Callable[[], None]) -> None:
+        self._call: Callable[[], None] | None = call
+
+    def __call__(self) -> None:
+        call, self._call = self._call, None
+        if call is not None:
+            call()
 
 
 def _recorded(body: Any) -> Any:
