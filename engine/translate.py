@@ -39,7 +39,7 @@ from engine.protocol import Style, SubtideError
 from engine.url_guard import UrlGuard
 
 if TYPE_CHECKING:
-    from openai import OpenAI
+    from openai import APIStatusError, OpenAI
     from openai._legacy_response import LegacyAPIResponse
 
     from engine.cache import Cache
@@ -196,6 +196,8 @@ class Translator:
         self._executor = ThreadPoolExecutor(self.options.concurrency, "translate")
         self._pace = Pace(self.options.concurrency, self.options.batch_size)
         self._format = 0  # index in _FORMATS: moves on for good once the server refuses one
+        # The reply's bound: `max_tokens`, or the name OpenAI's newer models insist on.
+        self._bound = "max_tokens"
         # Until the service has answered once without refusing the key, requests go one at a
         # time, so a wrong key costs one request rather than one per batch in flight.
         self._key_accepted = threading.Event()
@@ -286,16 +288,17 @@ class Translator:
 
         form = self._format
         extra = _response_format(_FORMATS[form], request.ids)
+        extra[self._bound] = request.max_tokens
         sent = time.monotonic()
         try:
             raw = self._client.chat.completions.with_raw_response.create(
-                model=self.llm.model,
-                messages=request.messages,
-                max_tokens=request.max_tokens,
-                stream=True,
-                **extra,
+                model=self.llm.model, messages=request.messages, stream=True, **extra
             )
         except openai.APIStatusError as err:
+            if self._bound == "max_tokens" and _wants_completion_tokens(err):
+                # OpenAI's newer models take the bound only by its newer name.
+                self._bound = "max_completion_tokens"
+                return self._post(request)
             refused = err.status_code in _FORMAT_REFUSALS and _about_format(err)
             if form + 1 < len(_FORMATS) and refused:
                 # Local servers often know only json_object, or no response_format at all; the
@@ -702,6 +705,10 @@ def _response_format(kind: str | None, ids: Sequence[str]) -> dict[str, Any]:
         return {"response_format": {"type": "json_object", "schema": schema}}
     json_schema = {"name": "translations", "strict": True, "schema": schema}
     return {"response_format": {"type": "json_schema", "json_schema": json_schema}}
+
+
+def _wants_completion_tokens(err: APIStatusError) -> bool:
+    return err.status_code == 400 and "max_completion_tokens" in str(err)
 
 
 def _about_format(err: Exception) -> bool:

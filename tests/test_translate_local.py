@@ -166,3 +166,15 @@ def test_concurrency_drops_to_one_when_queued_requests_time_out(
     assert "1 at a time now" in caplog.text
     # Only those queued behind the first burst went again, each once, one at a time.
     assert resent(fake) <= 4
+
+
+def test_a_model_that_takes_only_max_completion_tokens_gets_it(fake: FakeOpenAI) -> None:
+    """OpenAI's newer models refuse `max_tokens`: the bound goes by its newer name, learnt
+    once for the server."""
+    fake.only_completion_tokens = True
+    cues = short_cues(6)
+    with make_translator(fake, batch_size=3) as translator:
+        results = translate_cues(translator, cues, "de", "en")
+    assert [r.text for r in results] == [german(c) for c in cues]
+    bounds = [("max_tokens" in r.json, "max_completion_tokens" in r.json) for r in chats(fake)]
+    assert bounds[0] == (True, False) and set(bounds[1:]) == {(False, True)}

@@ -125,6 +125,7 @@ class FakeOpenAI:
         self.model = "gpt-4o-mini"  # the one model GET /v1/models lists
         self.reject_response_format = False  # 400 for any response_format
         self.format_refusal_status = 400  # llama-cpp-python's server answers 500
+        self.only_completion_tokens = False  # 400 for max_tokens, as OpenAI's newer models
         # 400 for any response_format carrying a schema: a server that knows only JSON mode.
         self.refuse_schemas = False
         self.refuse_json_schema = (
@@ -450,7 +451,7 @@ class _Generation:
 def _generation(fake: FakeOpenAI, content: str, request: dict[str, Any]) -> _Generation:
     """The tokens a model writes for `content`, cut by max_tokens, rambling on if set to."""
     answer = _tokens(content)
-    limit = request.get("max_tokens")
+    limit = request.get("max_tokens", request.get("max_completion_tokens"))
     limit = limit if isinstance(limit, int) and limit > 0 else None
     if fake.ramble_without_max_tokens:
         cap = limit or RAMBLE_CAP
@@ -561,6 +562,13 @@ def _invalid_chat_request(fake: FakeOpenAI, body: Any) -> _Response | None:
         return _error(400, "'messages' must be a non-empty array", param="messages")
     if not _valid_temperature(body.get("temperature")):
         return _error(400, f"Invalid 'temperature': {body['temperature']!r}", param="temperature")
+    if fake.only_completion_tokens and "max_tokens" in body:
+        # OpenAI's answer for its newer models (o-series, gpt-5).
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        return _error(400, message, param="max_tokens")
     if fake.refuses(body):
         # Some local servers refuse the parameter outright, or know only json_object;
         # llama-cpp-python's answers 500 with its validation message.
