@@ -12,7 +12,12 @@ workers are real (`runpod/start.sh`: the runpod SDK's worker loop and our handle
 before the clock starts, and their cache is emptied before each run, so no run reuses another's
 transcripts. The file is cut into parts of `--chunk-s` so N workers have work.
 
+With `--link`, the remote runs get the speech as a link instead: an MP3 served over HTTP on
+127.0.0.1 behind a page that states its duration (JSON-LD, as video sites do), so the client
+plans time ranges from the page and each worker downloads the link and transcribes its range.
+
     python bench/fanout.py [--minutes 10] [--workers 4] [--chunk-s 160] [--model bundled] [--runs 1]
+    python bench/fanout.py --link --minutes 5 --chunk-s 75
 
 Goals: remote with N workers at least 0.8 × min(N, cores) times as fast as with 1 worker; the
 1-worker run at most 1.15 × the local run.
@@ -27,6 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,7 @@ from cloud.detect import Kind, Target  # noqa: E402
 from cloud.serverless import ServerlessBackend  # noqa: E402
 from engine.pipeline import Engine, EngineOptions  # noqa: E402
 from engine.protocol import JobSpec, ResultEvent, Source  # noqa: E402
+from tests.support.http_server import serve_directory  # noqa: E402
 from tests.support.runpod_standin import serve_runpod  # noqa: E402
 from tests.support.runpod_workers import WorkerPool  # noqa: E402
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize  # noqa: E402
@@ -87,6 +94,31 @@ def spec_for(wav: Path, model: str) -> JobSpec:
     return JobSpec(source=Source(path=str(wav), title=wav.stem), whisper_model=model)
 
 
+def serve_link(stack: ExitStack, wav: Path, duration: float, folder: Path) -> str:
+    """The speech as a link: an MP3 (encoded once, cached) served on 127.0.0.1 behind a page
+    whose JSON-LD gives its duration; the page's URL."""
+    mp3 = wav.with_suffix(".mp3")
+    if not mp3.is_file():
+        partial = mp3.with_name(f".{mp3.name}.part")
+        encode = ["-i", str(wav), "-ac", "1", "-b:a", "64k", "-f", "mp3", str(partial)]
+        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *encode], check=True)
+        os.replace(partial, mp3)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / mp3.name).symlink_to(mp3)
+    base = stack.enter_context(serve_directory(folder))
+    page = {
+        "@context": "https://schema.org",
+        "@type": "VideoObject",
+        "name": "Planning a summer holiday",  # the title primes Whisper, as for any link
+        "uploadDate": "2024-01-01",
+        "contentUrl": f"{base}/{mp3.name}",
+        "duration": f"PT{int(duration)}S",
+    }
+    script = f'<script type="application/ld+json">{json.dumps(page)}</script>'
+    (folder / "watch.html").write_text(f"<html><head>{script}</head><body></body></html>")
+    return f"{base}/watch.html"
+
+
 class Local:
     """The baseline: the engine in this process, its model loaded once."""
 
@@ -113,12 +145,12 @@ class Remote:
         stack.callback(self.pool.stop)
         self.pool.ensure([f"worker-{i}" for i in range(workers)])
 
-    def run(self, wav: Path, chunk_s: float) -> tuple[float, ResultEvent]:
-        self.pool.forget()  # no transcript of an earlier run is reused
+    def run(self, spec: JobSpec, chunk_s: float) -> tuple[float, ResultEvent]:
+        self.pool.forget()  # no transcript or download of an earlier run is reused
         target = Target.assume(Kind.SERVERLESS, f"{self.standin.url}/v2/{ENDPOINT}")
         backend = ServerlessBackend(target.url, API_KEY, target=target, chunk_s=chunk_s)
         start = time.perf_counter()
-        events = list(backend.run(spec_for(wav, self.model)))
+        events = list(backend.run(spec))
         elapsed = time.perf_counter() - start
         return elapsed, _result(events, f"{self.workers} worker(s)")
 
@@ -140,6 +172,7 @@ def main() -> None:
     parser.add_argument("--chunk-s", type=float, default=160)
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--runs", type=int, default=1, help="rounds of the three runs (medians)")
+    parser.add_argument("--link", action="store_true", help="remote runs get it as a link")
     args = parser.parse_args()
 
     wav, audio_s, script = long_clip(args.minutes)
@@ -150,18 +183,23 @@ def main() -> None:
         local = Local(args.model, home / "local-cache")
         one = Remote(stack, args.model, 1, home)
         many = Remote(stack, args.model, args.workers, home)
+        remote = spec_for(wav, args.model)
+        if args.link:
+            url = serve_link(stack, wav, audio_s, home / "site")
+            remote = JobSpec(source=Source(url=url), whisper_model=args.model)
         for _ in range(args.runs):  # alternated, so drift in the machine's speed hits all three
             seconds, local_result = local.run(wav)
             times["local"].append(seconds)
-            seconds, one_result = one.run(wav, args.chunk_s)
+            seconds, one_result = one.run(remote, args.chunk_s)
             times["one"].append(seconds)
-            seconds, many_result = many.run(wav, args.chunk_s)
+            seconds, many_result = many.run(remote, args.chunk_s)
             times["many"].append(seconds)
         parts = len(one.standin.jobs) // args.runs
 
     local_s, one_s, many_s = (statistics.median(times[k]) for k in ("local", "one", "many"))
     goal = 0.8 * min(args.workers, cores)
-    print(f"file: {audio_s / 60:.1f} min of speech and pauses, model: {args.model}")
+    sent = "a link (MP3 over HTTP, time ranges)" if args.link else "the file"
+    print(f"file: {audio_s / 60:.1f} min of speech and pauses, model: {args.model}; sent: {sent}")
     print(f"cpu cores: {cores}, parts: {parts} of about {args.chunk_s:g} s, one thread each")
     print(f"runs: {args.runs}, medians of each; all times: " + _all(times))
     print(f"local Engine.run        {local_s:7.1f} s  (RTF {local_s / audio_s:.3f})")

@@ -9,26 +9,39 @@ there.
 A local file never travels as a path: its audio goes inside the payload as compressed Opus
 (`cloud.audio`). A long file is cut at pauses into parts that run as parallel jobs, one per
 worker as the endpoint scales out, and their Events are merged into those of one job.
+
+A long link is shared out by time: its length comes from the page (yt-dlp metadata, no media
+download), and each part sends the link with a time range that overlaps its neighbours' by a
+few seconds, so a word at a boundary is heard whole by one of them. The seam between two parts
+then goes to a pause both heard, and each cue is kept from one part only.
+
+Parts are one job to the user: the language heard in the first part is sent with the others
+(unless the job names one), and the speakers of every part are linked by voice into one set
+(`cloud.speakers`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from cloud import audio
+from cloud import audio, speakers
 from cloud.detect import Kind, Target, detect
 from cloud.transport import BackendError, Transport
+from engine import captions, media
+from engine.chunks import MissingCues, Reassembler, reassembled
 from engine.protocol import (
     Cue,
     CuesEvent,
@@ -66,6 +79,13 @@ ENDING_POLL_S = 0.1
 # Cue ids of part k are k * ID_STRIDE + the worker's id: unique across parts, stable between
 # the cues events and the result, and ordered like the parts.
 ID_STRIDE = 1_000_000
+# A link's part is sent this much of its neighbours' audio each side: more than the seam may
+# move (SEAM_WINDOW_S), plus a margin, as Whisper garbles the words cut off at a range's edge.
+OVERLAP_S = 5.0
+# How far the seam between two parts of a link may move from their even boundary to a pause
+# (a gap between words of at least PAUSE_S) that both parts heard.
+SEAM_WINDOW_S = 3.0
+PAUSE_S = 0.3
 _STAGES: tuple[Stage, ...] = get_args(Stage)
 _CONSOLE_HINT = "See the worker logs on the endpoint's page in the RunPod console."
 
@@ -76,6 +96,9 @@ class _Part:
 
     index: int
     piece: audio.Piece | None  # None: the source is sent as it is
+    # A link's part: the time range its worker transcribes (the piece and OVERLAP_S each side;
+    # None: to the end). Its cue times count from the range's start.
+    reach: tuple[float, float | None] | None = None
     job_id: str | None = None
     status: str = "PENDING"  # not submitted yet; then RunPod's status
     queued_since: float = 0.0
@@ -85,6 +108,7 @@ class _Part:
     result: ResultEvent | None = None
     error: ErrorEvent | None = None
     said: str | None = None  # an `{"error": ...}` chunk: how the handler fails a job
+    stream: Reassembler = field(default_factory=Reassembler)  # makes a slim result whole
     queue_s: float = 0.0
 
     @property
@@ -93,6 +117,8 @@ class _Part:
 
     @property
     def offset(self) -> float:
+        if self.reach:
+            return self.reach[0]
         return self.piece.start if self.piece else 0.0
 
     @property
@@ -110,19 +136,37 @@ class _Plan:
     title: str | None = None
     duration: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    language: str | None = None  # the job's, else the first one a part reported
 
     @property
     def split(self) -> bool:
         return len(self.parts) > 1
+
+    @property
+    def links_speakers(self) -> bool:
+        return self.split and self.job.diarize != "off"
+
+    @property
+    def overlaps(self) -> bool:
+        """Parts of a link: neighbours heard the same seconds, each cue is kept once."""
+        return self.split and self.parts[0].reach is not None
+
+    def may_send(self, part: _Part) -> bool:
+        """Whether `part` may go now: the first at once; the others once the language is known,
+        so no part spends its worker's time detecting it again, or detects another one."""
+        return part.index == 0 or self.language is not None
 
 
 class ServerlessBackend:
     """A RunPod serverless queue endpoint as a `Backend`.
 
     `url` is the endpoint, `https://api.runpod.ai/v2/ENDPOINT_ID`; `target` skips detecting its
-    kind (a stand-in or proxy at another address). Files longer than `chunk_s` seconds run as
-    parts of about that length, at most `max_parallel` at a time. `execution_timeout_s` asks
-    RunPod to stop each job after that long (None: the endpoint's own setting).
+    kind (a stand-in or proxy at another address). Files and links longer than `chunk_s` seconds
+    run as parts of about that length, at most `max_parallel` at a time. `allow_private_urls`:
+    a link's length is read here, on the user's own machine, which may reach its own network as
+    the desktop app does (the worker judges the link again with its own settings).
+    `execution_timeout_s` asks RunPod to stop each job after that long (None: the endpoint's
+    own setting).
 
     A cut file's result carries no rendered files (`files=[]`): its parts are rendered nowhere,
     so clients render them from the cues, as the CLI and the app do for any result without
@@ -135,6 +179,7 @@ class ServerlessBackend:
         api_key: str | None,
         *,
         target: Target | None = None,
+        allow_private_urls: bool = True,
         poll_s: float = DEFAULT_POLL_S,
         chunk_s: float = DEFAULT_CHUNK_S,
         max_parallel: int = DEFAULT_MAX_PARALLEL,
@@ -155,6 +200,7 @@ class ServerlessBackend:
         # A part, moved to a pause, must still fit one request.
         self.chunk_s = min(chunk_s, audio.max_chunk_s())
         self.max_parallel = max_parallel
+        self.allow_private_urls = allow_private_urls
         self.execution_timeout_s = execution_timeout_s
         self.transport = Transport(self.target, api_key, retries=retries, backoff_s=backoff_s)
         self._lock = threading.Lock()
@@ -210,15 +256,16 @@ class ServerlessBackend:
     def _plan(self, job: JobSpec, work: Path) -> Generator[Event, None, _Plan]:
         """The parts to send (the audio of a file is read here; its parts are encoded only
         when they are sent, so a long file is never all in memory as base64)."""
+        if job.source.url and not job.source.ranged:
+            return (yield from self._plan_link(job))
         if not job.source.path:
-            return _Plan(job, [_Part(0, None)], title=job.source.title)
+            return _Plan(job, [_Part(0, None)], title=job.source.title, language=job.source_lang)
         mark = time.monotonic()
         path = Path(job.source.path).expanduser()
         title = job.source.title or path.stem
         yield ProgressEvent(stage="decode", percent=0, message=f"Reading {path.name}")
         duration = audio.probe_duration(path)
-        single = self._single_part_limit(job)
-        if 0 < duration <= single:
+        if 0 < duration <= self.chunk_s:
             pieces, media = [audio.Piece(0, 0.0, duration)], path
         else:
             yield ProgressEvent(
@@ -226,22 +273,41 @@ class ServerlessBackend:
             )
             media = work / "audio.wav"
             duration, silences = audio.decode_with_silences(path, media)
-            limit = self.chunk_s if duration > single else single
-            pieces = audio.plan_pieces(duration, silences, limit)
-        plan = _Plan(job, [_Part(p.index, p) for p in pieces], media, title, duration)
+            pieces = audio.plan_pieces(duration, silences, self.chunk_s)
+        parts = [_Part(p.index, p) for p in pieces]
+        plan = _Plan(job, parts, media, title, duration, language=job.source_lang)
         plan.timings["prepare"] = time.monotonic() - mark
-        if plan.split and job.diarize != "off":
-            yield ProgressEvent(
-                stage="decode",
-                percent=0,
-                message=f"{path.name} runs as {len(pieces)} parts; speaker labels are found per "
-                "part, so one person may have different labels in different parts.",
-            )
         return plan
 
-    def _single_part_limit(self, job: JobSpec) -> float:
-        # Speaker labels are only consistent within one job: keep a file whole while it fits.
-        return audio.max_payload_seconds() if job.diarize != "off" else self.chunk_s
+    def _plan_link(self, job: JobSpec) -> Generator[Event, None, _Plan]:
+        """A link as it is, or, when the page says it is long, as time ranges of it."""
+        mark = time.monotonic()
+        url = str(job.source.url)
+        whole = _Plan(job, [_Part(0, None)], title=job.source.title, language=job.source_lang)
+        yield ProgressEvent(
+            stage="download", percent=0, message=f"Looking at {media.host_label(url)}"
+        )
+        try:
+            info = media.extract(url, allow_private=self.allow_private_urls)
+        except ImportError:  # a client installed without yt-dlp: the worker reads the page
+            return whole
+        except SubtideError as exc:
+            # The worker reads the link again and says what is wrong; it may also reach what
+            # this machine can't (or be refused what this one may reach).
+            log.info(
+                "could not read %s here (%s): sent as one job", media.host_label(url), exc.message
+            )
+            return whole
+        duration = _seconds(info.get("duration"))
+        # A video with captions is read from them, in moments, by one worker.
+        if duration <= self.chunk_s or (_may_use_captions(job) and captions.list_tracks(info)):
+            return whole
+        pieces = audio.plan_pieces(duration, [], self.chunk_s)  # even: no pauses known yet
+        parts = [_Part(p.index, p, reach=_reach(p, len(pieces))) for p in pieces]
+        title = job.source.title or info.get("title")
+        plan = _Plan(job, parts, title=title, duration=duration, language=job.source_lang)
+        plan.timings["prepare"] = time.monotonic() - mark
+        return plan
 
     def _follow(self, plan: _Plan, merge: _Merge) -> Iterator[Event]:
         pending = deque(plan.parts)
@@ -252,7 +318,8 @@ class ServerlessBackend:
                 return
             # One part sent per round: the parts already running are heard from between the
             # encodings of the next ones.
-            if pending and len(running) < self.max_parallel:
+            sendable = bool(pending) and plan.may_send(pending[0])
+            if sendable and len(running) < self.max_parallel:
                 part = pending.popleft()
                 yield from self._submit(plan, part, merge)
                 running.append(part)
@@ -264,9 +331,9 @@ class ServerlessBackend:
                 yield merge.failure(failed)
                 return
             if not running and not pending:
-                yield merge.result()
+                yield from merge.finish()
                 return
-            if pending and len(running) < self.max_parallel:
+            if pending and plan.may_send(pending[0]) and len(running) < self.max_parallel:
                 continue  # the next part goes now
             yield from merge.waiting(pending)
             ending = any(p.result is not None or p.percent >= ENDING_PERCENT for p in running)
@@ -294,16 +361,21 @@ class ServerlessBackend:
             self._stop_jobs()  # a cancel that came while this part was on its way
 
     def _poll(self, part: _Part, merge: _Merge) -> Iterator[Event]:
-        page = self.transport.json(self.transport.request("GET", f"/stream/{part.job_id}"))
-        for item in page.get("stream") or []:
-            output = item.get("output") if isinstance(item, dict) else None
+        page = self.transport.json_value(self.transport.request("GET", f"/stream/{part.job_id}"))
+        outputs, status = _stream_page(page)
+        for output in outputs:
             yield from self._chunk(part, output, merge)
-        status = str(page.get("status") or part.status)
+        final = None
+        if status is None:  # a bare list of chunks says nothing of the job's state
+            final = self._status(part)
+            status = str(final.get("status") or part.status)
         if status in TERMINAL:
-            final = self.transport.json(self.transport.request("GET", f"/status/{part.job_id}"))
-            yield from self._end(part, final, merge)
+            yield from self._end(part, final or self._status(part), merge)
         else:
             self._track(part, status)
+
+    def _status(self, part: _Part) -> dict[str, Any]:
+        return self.transport.json(self.transport.request("GET", f"/status/{part.job_id}"))
 
     def _track(self, part: _Part, status: str) -> None:
         if status == "IN_QUEUE" and part.status != "IN_QUEUE":
@@ -322,6 +394,12 @@ class ServerlessBackend:
             log.warning("skipped a stream chunk that is not a Subtide event (job %s)", part.job_id)
             return
         part.ran = True
+        try:
+            event = part.stream.feed(event)
+        except MissingCues as exc:
+            # Left without a result: the job's end takes it from the aggregated output.
+            log.warning("the stream of job %s lost chunks: %s", part.job_id, exc)
+            return
         yield from merge.take(part, event)
 
     def _end(self, part: _Part, final: dict[str, Any], merge: _Merge) -> Iterator[Event]:
@@ -348,7 +426,11 @@ class ServerlessBackend:
                 events.append(parse_event(item))
             except (ValidationError, ValueError, TypeError):
                 continue
-        result = next((e for e in reversed(events) if isinstance(e, ResultEvent)), None)
+        try:
+            whole = list(reassembled(events))
+        except MissingCues:
+            whole = []  # RunPod's own copy is incomplete: no result to give
+        result = next((e for e in reversed(whole) if isinstance(e, ResultEvent)), None)
         if result is None:
             part.error = ErrorEvent(
                 code="backend_unavailable",
@@ -356,7 +438,8 @@ class ServerlessBackend:
                 hint="Check that the endpoint runs the Subtide image with MODE=serverless.",
             )
             return
-        yield CuesEvent(cues=[merge.shift(part, cue) for cue in result.cues])
+        if streamed := merge.streamed(part, result.cues):
+            yield CuesEvent(cues=streamed)
         yield from merge.take(part, result)
 
     def _cancelled_error(self) -> ErrorEvent:
@@ -414,17 +497,20 @@ class _Merge:
 
     def take(self, part: _Part, event: Event) -> Iterator[Event]:
         if isinstance(event, ProgressEvent):
+            self.plan.language = self.plan.language or event.language
             part.percent = max(part.percent, event.percent)
             part.stage = event.stage
             self.stage = self._stage(part) if self.plan.split else event.stage
             message = self._label(part, event.message)
             yield self.progress(message, event.eta_s if not self.plan.split else None)
         elif isinstance(event, CuesEvent):
-            yield CuesEvent(cues=[self.shift(part, cue) for cue in event.cues])
+            if streamed := self.streamed(part, event.cues):
+                yield CuesEvent(cues=streamed)
         elif isinstance(event, ResultEvent):
+            self.plan.language = self.plan.language or event.language
             part.percent = 100.0
             part.result = event.model_copy(
-                update={"cues": [self.shift(part, cue) for cue in event.cues]}
+                update={"cues": [self._moved(part, cue) for cue in event.cues]}
             )
         else:
             part.error = event
@@ -460,7 +546,18 @@ class _Merge:
             self.stage = "queued"  # the worker was lost: the job waits again
         yield self.progress(message)
 
-    def shift(self, part: _Part, cue: Cue) -> Cue:
+    def streamed(self, part: _Part, cues: list[Cue]) -> list[Cue]:
+        """A part's cues as streamed, on the whole source's clock. Speakers are held back while
+        the parts' labels are not linked yet: SPEAKER_1 of one part is nobody in another. So
+        are a link's cues near a seam: the result keeps them from one part or the other."""
+        moved = [self._moved(part, cue) for cue in cues]
+        if self.plan.overlaps:
+            moved = [cue for cue in moved if _clear_of_seams(self.plan, part, cue)]
+        if self.plan.links_speakers:
+            moved = [cue.model_copy(update={"speaker": None}) for cue in moved]
+        return moved
+
+    def _moved(self, part: _Part, cue: Cue) -> Cue:
         if not self.plan.split:
             return cue
         offset = part.offset
@@ -476,6 +573,13 @@ class _Merge:
                 "words": words,
             }
         )
+
+    def finish(self) -> Iterator[Event]:
+        """The result; first, when speakers were linked, the cues with their labels."""
+        result = self.result()
+        if self.plan.links_speakers or self.plan.overlaps:
+            yield CuesEvent(cues=result.cues)
+        yield result
 
     def result(self) -> ResultEvent:
         """One result for the run, once every part has its own: seconds per stage summed over
@@ -493,7 +597,10 @@ class _Merge:
         first = done[0][1]
         if not plan.split:
             return first.model_copy(update={"timings": rounded, "title": first.title or plan.title})
-        cues = sorted((c for _, r in done for c in r.cues), key=lambda c: (c.start, c.id))
+        results = [r for _, r in done]
+        if plan.overlaps:
+            results = _seamed(plan.parts, results)
+        cues, voices = _linked_speakers(plan.job, results)
         spoken = Counter[str]()
         for part, result in done:
             spoken[result.language] += part.duration
@@ -501,7 +608,7 @@ class _Merge:
         return ResultEvent(
             cues=cues,
             language=spoken.most_common(1)[0][0],
-            duration=round(plan.duration, 3),
+            duration=round(_duration(plan, results), 3),
             title=plan.title,
             timings=rounded,
             files=[],
@@ -509,6 +616,7 @@ class _Merge:
                 lang: TargetReport.combine([r.targets[lang] for _, r in done if lang in r.targets])
                 for lang in languages
             },
+            speakers=voices,
         )
 
     def failure(self, part: _Part) -> ErrorEvent:
@@ -516,9 +624,10 @@ class _Merge:
         assert error is not None
         if not self.plan.split or error.code == "cancelled":
             return error
+        start = part.piece.start if part.piece else 0.0
         where = (
             f"Part {part.index + 1} of {len(self.plan.parts)} "
-            f"({_clock(part.offset)}–{_clock(part.offset + part.duration)})"
+            f"({_clock(start)}–{_clock(start + part.duration)})"
         )
         return error.model_copy(update={"message": f"{where}: {error.message}"})
 
@@ -538,8 +647,13 @@ class _Merge:
 
 
 def _part_input(plan: _Plan, part: _Part) -> dict[str, Any]:
-    """The JobSpec a part's worker runs, as JSON; a file's audio goes inside as Opus."""
+    """The JobSpec a part's worker runs, as JSON; a file's audio goes inside as Opus, a link
+    goes with the time range its part transcribes."""
     job = plan.job
+    if part.reach is not None:
+        start, end = part.reach
+        source = Source(url=job.source.url, title=plan.title, start=start or None, end=end)
+        job = job.model_copy(update={"source": source})
     if plan.media is not None and part.piece is not None:
         whole = not plan.split and plan.media == Path(job.source.path or "").expanduser()
         data = audio.encode_opus(
@@ -555,11 +669,154 @@ def _part_input(plan: _Plan, part: _Part) -> dict[str, Any]:
                 f"one request to RunPod ({audio.RUNPOD_PAYLOAD_LIMIT / 1e6:.0f} MB at most).",
                 "Use a shorter chunk length.",
             )
-        # Parts are rendered by the client from the merged cues, not by each worker.
-        formats = [] if plan.split else job.formats
         source = Source(audio_b64=encoded, title=plan.title)
-        job = job.model_copy(update={"source": source, "formats": formats})
+        job = job.model_copy(update={"source": source})
+    if plan.split:
+        job = job.model_copy(update=_part_settings(plan))
     return job.model_dump(mode="json", exclude_none=True)
+
+
+def _part_settings(plan: _Plan) -> dict[str, Any]:
+    """What a part of a cut source runs with, beside the job's own settings."""
+    job = plan.job
+    return {
+        # Rendered by the client from the merged cues, not by each worker.
+        "formats": [],
+        "source_lang": plan.language,
+        # A part may hear fewer voices than the whole: the job's count only bounds it. Names go
+        # on once labels are linked across parts.
+        "num_speakers": None,
+        "min_speakers": None,
+        "max_speakers": job.num_speakers or job.max_speakers,
+        "speaker_names": {},
+    }
+
+
+def _linked_speakers(
+    job: JobSpec, results: list[ResultEvent]
+) -> tuple[list[Cue], dict[str, list[float]]]:
+    """The parts' cues in order, with one label per voice across parts (SPEAKER_1, 2, ... by
+    first appearance, then the job's names), and each linked speaker's voice."""
+    groups = speakers.link(
+        _labels(results), num_speakers=job.num_speakers, max_speakers=job.max_speakers
+    )
+    group_of = {(label.part, label.name): g for g, group in enumerate(groups) for label in group}
+    placed = [
+        (cue, group_of.get((k, cue.speaker))) for k, r in enumerate(results) for cue in r.cues
+    ]
+    placed.sort(key=lambda pair: (pair[0].start, pair[0].id))
+    names: dict[int, str] = {}
+    for _, group in placed:
+        if group is not None and group not in names:
+            label = f"SPEAKER_{len(names) + 1}"
+            names[group] = job.speaker_names.get(label, label)
+    cues = [
+        cue if group is None else cue.model_copy(update={"speaker": names[group]})
+        for cue, group in placed
+    ]
+    return cues, {names[g]: speakers.voice_of(groups[g]) for g in names}
+
+
+def _labels(results: list[ResultEvent]) -> list[speakers.Label]:
+    """Every part's labels with their voices; a label its worker gave no voice (a diarizer
+    without embeddings) is kept apart, so it never takes another part's speaker's name."""
+    labels = []
+    for k, result in enumerate(results):
+        used = dict.fromkeys(cue.speaker for cue in result.cues if cue.speaker)
+        for name in {**result.speakers, **used}:
+            labels.append(speakers.Label(k, name, tuple(result.speakers.get(name, ()))))
+    return labels
+
+
+def _duration(plan: _Plan, results: list[ResultEvent]) -> float:
+    """The source's length: a link's last part says where it really ends (the page's length
+    is often rounded)."""
+    if plan.overlaps:
+        return plan.parts[-1].offset + results[-1].duration
+    return plan.duration
+
+
+def _may_use_captions(job: JobSpec) -> bool:
+    return not job.force_asr and job.caption_track != "asr"
+
+
+def _reach(piece: audio.Piece, count: int) -> tuple[float, float | None]:
+    """The range a link's part transcribes: its piece and OVERLAP_S of each neighbour's. The
+    last runs to the end: a page's duration is often rounded to the second."""
+    start = max(piece.start - OVERLAP_S, 0.0)
+    end = None if piece.index == count - 1 else round(piece.end + OVERLAP_S, 3)
+    return round(start, 3), end
+
+
+def _clear_of_seams(plan: _Plan, part: _Part, cue: Cue) -> bool:
+    """Whether a cue of a link's part is surely kept: its middle inside the part's own piece,
+    further from each seam than the seam may move."""
+    assert part.piece is not None
+    low = part.piece.start + SEAM_WINDOW_S if part.index > 0 else -math.inf
+    last = part.index == len(plan.parts) - 1
+    high = part.piece.end - SEAM_WINDOW_S if not last else math.inf
+    return low <= _middle(cue) < high
+
+
+def _seamed(parts: list[_Part], results: list[ResultEvent]) -> list[ResultEvent]:
+    """The results of a link's overlapping parts with each cue kept once: a cue belongs to the
+    part on whose side of the seam its middle lies. Cues stay whole (their words, speakers and
+    translations as the worker made them)."""
+    seams = [
+        _seam(parts[k].piece.end, results[k].cues, results[k + 1].cues)  # type: ignore[union-attr]
+        for k in range(len(parts) - 1)
+    ]
+    bounds = [-math.inf, *seams, math.inf]
+    return [
+        result.model_copy(
+            update={"cues": [c for c in result.cues if bounds[k] <= _middle(c) < bounds[k + 1]]}
+        )
+        for k, result in enumerate(results)
+    ]
+
+
+def _seam(boundary: float, before: list[Cue], after: list[Cue]) -> float:
+    """Where one part hands over to the next: the pause nearest their even `boundary` (within
+    SEAM_WINDOW_S) that no cue of either part runs across, else the nearest pause either heard,
+    else the boundary itself."""
+    cues = before + after
+    pauses = [p for p in _pauses(before) + _pauses(after) if abs(p - boundary) <= SEAM_WINDOW_S]
+    if not pauses:
+        return boundary
+
+    def rank(point: float) -> tuple[bool, float]:
+        crossed = any(cue.start < point < cue.end for cue in cues)
+        return crossed, abs(point - boundary)
+
+    return min(pauses, key=rank)
+
+
+def _pauses(cues: list[Cue]) -> list[float]:
+    """The middles of the gaps of at least PAUSE_S between the words of `cues` (a cue without
+    words counts as one)."""
+    spans = sorted((w.start, w.end) for cue in cues for w in cue.words or [cue])
+    return [(end + start) / 2 for (_, end), (start, _) in pairwise(spans) if start - end >= PAUSE_S]
+
+
+def _middle(cue: Cue) -> float:
+    return (cue.start + cue.end) / 2
+
+
+def _seconds(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and value > 0 else 0.0
+
+
+def _stream_page(page: object) -> tuple[list[object], str | None]:
+    """The outputs of a /stream answer and the job's status, None when it does not say.
+    RunPod documents both `{"status": ..., "stream": [{"output": ...}, ...]}` and the bare
+    list of chunks."""
+    if isinstance(page, dict):
+        items, status = page.get("stream"), page.get("status")
+    else:
+        items, status = page, None
+    chunks = items if isinstance(items, list) else []
+    outputs = [item.get("output") for item in chunks if isinstance(item, dict)]
+    return outputs, str(status) if status else None
 
 
 def _check_size(body: dict[str, Any]) -> None:

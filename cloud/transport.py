@@ -160,17 +160,24 @@ class Transport:
 
     def json(self, response: httpx.Response) -> dict[str, Any]:
         """The JSON object a backend answered; a BackendError for anything else."""
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = self.json_value(response)
         if not isinstance(body, dict):
-            raise BackendError(
-                f"The {self.target.kind.label} at {self.target.url} did not answer with a JSON "
-                "object.",
-                self.target.hint(404),
-            )
+            raise self._not_json("a JSON object")
         return body
+
+    def json_value(self, response: httpx.Response) -> object:
+        """Whatever JSON a backend answered (RunPod's /stream may be an object or a list); a
+        BackendError when the body is not JSON at all."""
+        try:
+            return response.json()
+        except ValueError:
+            raise self._not_json("JSON") from None
+
+    def _not_json(self, what: str) -> BackendError:
+        return BackendError(
+            f"The {self.target.kind.label} at {self.target.url} did not answer with {what}.",
+            self.target.hint(404),
+        )
 
     def unreachable(self, exc: httpx.TransportError) -> UnreachableError:
         what = type(exc).__name__

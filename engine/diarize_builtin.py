@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from engine.diarize import Turn
+from engine.diarize import Diarization, Turn
 from engine.protocol import SubtideError
 
 SAMPLE_RATE = 16000
@@ -86,6 +86,26 @@ class BuiltinDiarizer:
         speech: list[Region] | None = None,
     ) -> list[Turn]:
         """Speaker turns in `audio` (float32 mono), sorted, non-overlapping, inside speech."""
+        return self.diarize_voices(
+            audio,
+            sample_rate=sample_rate,
+            num_speakers=num_speakers,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+            speech=speech,
+        ).turns
+
+    def diarize_voices(
+        self,
+        audio: np.ndarray,
+        *,
+        sample_rate: int = SAMPLE_RATE,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        speech: list[Region] | None = None,
+    ) -> Diarization:
+        """The turns, and each speaker's voice: the centroid of the windows clustered as it."""
         low, high = _speaker_bounds(num_speakers, min_speakers, max_speakers)
         audio = _to_model_rate(np.asarray(audio, dtype=np.float32), sample_rate)
         if speech is None:
@@ -95,10 +115,12 @@ class BuiltinDiarizer:
         regions = _clean_regions(speech, len(audio) / SAMPLE_RATE)
         windows = _windows(regions)
         if not windows:
-            return []
+            return Diarization([], {})
         embeddings = self._embed(audio, windows)
         centroids = _cluster(embeddings, windows, low, high)
-        return _turns(regions, windows, embeddings @ centroids.T)
+        turns, names = _turns(regions, windows, embeddings @ centroids.T)
+        voices = {name: centroids[k].astype(float).tolist() for k, name in names.items()}
+        return Diarization(turns, voices)
 
     def _embed(self, audio: np.ndarray, windows: list[_Window]) -> np.ndarray:
         encoder = self._load()
@@ -376,8 +398,11 @@ def _separated(centroids: np.ndarray) -> bool:
     return float(similarity.max()) < _SAME_SPEAKER_SIMILARITY
 
 
-def _turns(regions: list[Region], windows: list[_Window], similarity: np.ndarray) -> list[Turn]:
-    """Each speech frame goes to the speaker its covering windows resemble most."""
+def _turns(
+    regions: list[Region], windows: list[_Window], similarity: np.ndarray
+) -> tuple[list[Turn], dict[int, str]]:
+    """Each speech frame goes to the speaker its covering windows resemble most; with the name
+    of each centroid (by index) that got any."""
     scores = np.zeros((_frame(regions[-1][1]) + 1, similarity.shape[1]))
     for window, row in zip(windows, similarity, strict=True):
         scores[_frame(window.start) : _frame(window.end)] += row
@@ -433,14 +458,14 @@ def _merge_equal(runs: list[list[int]]) -> list[list[int]]:
     return merged
 
 
-def _named(turns: list[list]) -> list[Turn]:
-    """SPEAKER_1, SPEAKER_2, ... in order of first appearance."""
+def _named(turns: list[list]) -> tuple[list[Turn], dict[int, str]]:
+    """SPEAKER_1, SPEAKER_2, ... in order of first appearance; and the name of each index."""
     names: dict[int, str] = {}
     named = []
     for start, end, speaker in turns:
         name = names.setdefault(speaker, f"SPEAKER_{len(names) + 1}")
         named.append(Turn(round(start, 3), round(end, 3), name))
-    return named
+    return named, names
 
 
 # --- the weights file ------------------------------------------------------------------------

@@ -399,7 +399,9 @@ def probe(path: Path) -> Probe:
     streams = data.get("streams") or []
     kinds = {stream.get("codec_type") for stream in streams if not _is_cover_art(stream)}
     if "audio" not in kinds:
-        raise SubtideError("bad_input", f"{path.name} has no audio track", hint=_NO_AUDIO_HINT)
+        raise SubtideError(
+            "bad_input", f"{_named(path, starts=True)} has no audio track", hint=_NO_AUDIO_HINT
+        )
     durations = [data.get("format", {}).get("duration")]
     durations += [stream.get("duration") for stream in streams]
     known = [seconds for seconds in map(_seconds, durations) if seconds > 0]
@@ -414,25 +416,36 @@ def probe(path: Path) -> Probe:
     )
 
 
-def decode_audio(path: Path, sample_rate: int = 16000) -> numpy.ndarray:
-    """The first audio stream as mono float32 samples in [-1, 1] at `sample_rate`."""
+def decode_audio(
+    path: Path, sample_rate: int = 16000, *, start: float | None = None, end: float | None = None
+) -> numpy.ndarray:
+    """The first audio stream as mono float32 samples in [-1, 1] at `sample_rate`; with
+    `start`/`end` (seconds), only that range. ffmpeg seeks the input before decoding, which is
+    exact for audio it transcodes, so a range of a long file costs only its own decoding."""
     import numpy
 
     require_file(path)
+    head = ["ffmpeg", "-nostdin", "-v", "error"]
+    if start:
+        head += ["-ss", f"{start:.3f}"]
+    if end is not None:
+        head += ["-t", f"{end - (start or 0.0):.3f}"]
     result = run_on(
-        ["ffmpeg", "-nostdin", "-v", "error"],
+        head,
         path,
         ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "pipe:1"],
     )
     if result.returncode != 0:
         detail = _last_line(result.stderr, path)
         if "does not contain any stream" in detail:  # -vn left nothing: there is no audio
-            raise SubtideError("bad_input", f"{path.name} has no audio track", hint=_NO_AUDIO_HINT)
-        raise SubtideError("bad_input", f"Could not decode the audio of {path.name}: {detail}")
+            raise SubtideError(
+                "bad_input", f"{_named(path, starts=True)} has no audio track", hint=_NO_AUDIO_HINT
+            )
+        raise SubtideError("bad_input", f"Could not decode the audio of {_named(path)}: {detail}")
     if not result.stdout:
         raise SubtideError(
             "bad_input",
-            f"{path.name} contains no audio samples",
+            f"{_named(path, starts=True)} contains no audio samples",
             hint="Its audio track is empty: export or download the file again.",
         )
     samples = numpy.frombuffer(result.stdout, dtype="<i2")
@@ -456,15 +469,28 @@ def write_audio_b64(data_b64: str, dest_dir: Path, *, max_bytes: int = 500_000_0
         raise SubtideError("bad_input", "The uploaded audio is not valid base64") from None
     if not data:
         raise SubtideError("bad_input", "The uploaded audio is empty (0 bytes)")
-    path = dest_dir / f"upload-{hashlib.sha256(data).hexdigest()[:24]}"
+    path = dest_dir / f"{_UPLOAD_PREFIX}{hashlib.sha256(data).hexdigest()[:24]}"
     write_atomic(path, data)
     return path
+
+
+_UPLOAD_PREFIX = "upload-"
+_UPLOAD_NAME = re.compile(rf"{_UPLOAD_PREFIX}[0-9a-f]{{24}}")
+
+
+def _named(path: Path, *, starts: bool = False) -> str:
+    """How a message names a local file: an upload (`write_audio_b64`) as what it is, never by
+    its temporary name, which means nothing to whoever sent it."""
+    if _UPLOAD_NAME.fullmatch(path.name):
+        return "The uploaded file" if starts else "the uploaded file"
+    return path.name
 
 
 def _unreadable(path: Path) -> SubtideError:
     return SubtideError(
         "bad_input",
-        f"{path.name} is not an audio or video file ffmpeg can read (corrupt or unsupported)",
+        f"{_named(path, starts=True)} is not an audio or video file ffmpeg can read "
+        "(corrupt or unsupported)",
         hint="Check that it plays; download or copy it again, or convert it with ffmpeg.",
     )
 
@@ -489,9 +515,10 @@ def _last_line(stderr: bytes, path: Path) -> str:
     if not lines:
         return "ffmpeg failed without a message"
     line = _ANSI.sub("", lines[-1])
+    name = _named(path)
     for shown in (f"file:{path.resolve()}", str(path.resolve()), str(path)):
-        line = line.replace(shown, path.name)
-    return line.removeprefix(f"{path.name}: ")
+        line = line.replace(shown, name)
+    return line.removeprefix(f"{name}: ")
 
 
 # --- Playlists ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from engine.asr import (
 )
 from engine.cache import Cache, CacheLimits
 from engine.cues import CueBuilder
-from engine.diarize import Diarizer, SpeakerTrack, Turn
+from engine.diarize import Diarization, Diarizer, SpeakerTrack, Turn, VoiceDiarizer
 from engine.ffmpeg import require_file
 from engine.formats import SUBTITLE_SUFFIXES, file_stem, read_subtitles, render_files
 from engine.hallucination import HallucinationFilter
@@ -111,7 +111,13 @@ class _Progress:
         self._stage_started = time.monotonic()
 
     def event(
-        self, stage: Stage, fraction: float = 0.0, message: str = "", *, notice: bool = False
+        self,
+        stage: Stage,
+        fraction: float = 0.0,
+        message: str = "",
+        *,
+        notice: bool = False,
+        language: str | None = None,
     ) -> ProgressEvent:
         if stage != self._stage:
             self._stage, self._stage_started = stage, time.monotonic()
@@ -124,6 +130,7 @@ class _Progress:
             message=message,
             eta_s=self._eta(fraction),
             notice=notice,
+            language=language,
         )
 
     def note(self, message: str, *, notice: bool = False) -> ProgressEvent:
@@ -222,7 +229,9 @@ class Engine:
             mark = time.monotonic()
             listing = yield from self._listing(job.source, progress)
             found = None
-            if listing:
+            # A range is a part of a long link shared out among workers: it is transcribed
+            # (the video's captions cover the whole video, not the range).
+            if listing and not job.source.ranged:
                 found = yield from self._captions(job, listing, progress)
             if listing and found:
                 text = yield from self._caption_text(job, found, listing, progress, translator)
@@ -275,6 +284,7 @@ class Engine:
             caption_tracks=[t.info for t in listing.tracks] if listing else [],
             caption_track=text.track_id,
             targets=reports,
+            speakers=text.speakers,
         )
 
     def _text_of(
@@ -295,16 +305,20 @@ class Engine:
         diarizer = yield from self._diarizer_for(job, progress)
         yield progress.event("decode", message="Reading the audio")
         probed = media.probe(download.path)
-        audio = media.decode_audio(download.path, SAMPLE_RATE)
+        start, end = job.source.start, job.source.end
+        # The whole media was downloaded (see `_fetch`); only the range is decoded, and
+        # transcribing it is the work that a part saves.
+        audio = media.decode_audio(download.path, SAMPLE_RATE, start=start, end=end)
         timings["decode"] = time.monotonic() - mark
         duration = len(audio) / SAMPLE_RATE
         if duration < 0.1:
             raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
         # An upload's file is named by its hash: the title says more.
         shown = title or download.path.name
-        if _cut_short(duration, probed.audio_duration):
+        expected = _range_length(probed.audio_duration, start, end)
+        if _cut_short(duration, expected):
             yield progress.note(
-                f"Only {duration:.1f} s of {probed.audio_duration:.1f} s of {shown} "
+                f"Only {duration:.1f} s of {expected:.1f} s of {shown} "
                 "could be decoded: the file looks cut short. "
                 "The subtitles cover the part that could be read.",
                 notice=True,
@@ -321,7 +335,8 @@ class Engine:
                 "the subtitle files are written, empty.",
                 notice=True,
             )
-        return _Text(translations, language, duration, title, "asr")
+        speakers = track.voices() if track else {}
+        return _Text(translations, language, duration, title, "asr", speakers=speakers)
 
     def _subtitle_text(
         self,
@@ -618,6 +633,9 @@ class Engine:
             return cached
         yield progress.event("download", message=f"Downloading from {media.host_label(url)}")
 
+        # The whole media even for a range (`_text_of` decodes only the range): yt-dlp fetches
+        # ranges with ffmpeg, outside the guard's sockets, which `media.download` refuses; a
+        # worker given more ranges of one link then downloads it once (the cache).
         def fetch(report: Callable[[float], None]) -> media.Download:
             return media.download(
                 url,
@@ -688,9 +706,15 @@ class Engine:
         else:
             transcriber = self._load(choice)
             yield progress.event("transcribe", message=f"Transcribing with {choice.name}")
+            # Loading, VAD and language detection each take a while: a stop asked meanwhile
+            # is heard between them, not after the first window is decoded too.
+            self._check_cancel()
             info, decoded = transcriber.transcribe(audio, options)
+            self._check_cancel()
             segments, fresh = HallucinationFilter()(decoded), True
-            yield progress.event("transcribe", message=_language_message(job, info))
+        yield progress.event(
+            "transcribe", message=_language_message(job, info), language=info.language
+        )
 
         translations = yield from self._translations(translator, job, info.language, progress)
         emitter = _Emitter(translations, track, info.language)
@@ -777,6 +801,7 @@ class _Text:
     title: str | None
     source: TextSource
     track_id: str | None = None
+    speakers: dict[str, list[float]] = field(default_factory=dict)
 
 
 class _Emitter:
@@ -903,6 +928,11 @@ def _as_given(exc: SubtideError, path: Path, source: Source) -> SubtideError:
     return SubtideError(exc.code, message, hint)
 
 
+def _range_length(whole: float, start: float | None, end: float | None) -> float:
+    """How much audio a range of a file of `whole` seconds holds."""
+    return max(min(whole, end if end is not None else whole) - (start or 0.0), 0.0)
+
+
 def _cut_short(decoded: float, expected: float) -> bool:
     """Whether the audio decoded ends well before the duration the file's header states (a
     download or copy that stopped part way); headers and decoders differ by a frame or so."""
@@ -910,13 +940,16 @@ def _cut_short(decoded: float, expected: float) -> bool:
 
 
 def _speaker_track(diarizer: Diarizer, job: JobSpec, audio: np.ndarray) -> SpeakerTrack:
-    def run() -> list[Turn]:
-        return diarizer.diarize(
-            audio,
-            num_speakers=job.num_speakers,
-            min_speakers=job.min_speakers,
-            max_speakers=job.max_speakers,
-        )
+    counts = {
+        "num_speakers": job.num_speakers,
+        "min_speakers": job.min_speakers,
+        "max_speakers": job.max_speakers,
+    }
+
+    def run() -> Diarization | list[Turn]:
+        if isinstance(diarizer, VoiceDiarizer):
+            return diarizer.diarize_voices(audio, **counts)
+        return diarizer.diarize(audio, **counts)
 
     return SpeakerTrack(run, job.speaker_names, job.style)
 

@@ -49,6 +49,11 @@ class Source(_Model):
     audio_b64: str | None = Field(default=None, repr=False)
     path: str | None = None
     title: str | None = None
+    # A time range of a link, in seconds (None: from its start / to its end): only that much is
+    # decoded and transcribed, and cue times count from `start`. How a long link is shared out
+    # among parallel workers: each fetches the link and transcribes its own range.
+    start: float | None = Field(default=None, ge=0)
+    end: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Source:
@@ -56,6 +61,18 @@ class Source(_Model):
         if len(given) != 1:
             raise ValueError("a source needs exactly one of url, audio_b64 or path")
         return self
+
+    @model_validator(mode="after")
+    def _range(self) -> Source:
+        if self.ranged and not self.url:
+            raise ValueError("only a url source takes a time range (start, end)")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError("a source's start must come before its end")
+        return self
+
+    @property
+    def ranged(self) -> bool:
+        return self.start is not None or self.end is not None
 
     @property
     def label(self) -> str:
@@ -162,6 +179,9 @@ class ProgressEvent(_Model):
     # A message the user must see whatever the display (a model replaced, no speech found, cues
     # left out, the caption track used): the CLI prints it as a lasting line, not in its bar.
     notice: bool = False
+    # The spoken language, on the event that reports it (detected or given): a client that cuts
+    # a long source into parts sends it with the other parts, so they do not detect it again.
+    language: str | None = None
 
 
 class CuesEvent(_Model):
@@ -239,6 +259,13 @@ class ResultEvent(_Model):
     # Per target language translated (not one the video already was in): lines translated and
     # kept. A backend that predates this field sends none, and every target counts as written.
     targets: dict[str, TargetReport] = Field(default_factory=dict)
+    # Speaker label (as the cues carry it) -> its voice, a unit embedding rounded to a few
+    # decimals: a client that cut the source into parts links labels across them by these.
+    speakers: dict[str, list[float]] = Field(default_factory=dict)
+    # A result too big for one RunPod stream chunk travels slim: `cues` empty, its cues sent
+    # before it in `cues` events, and here their ids in the result's order (each at its last
+    # streamed version). None: `cues` is complete. `engine.chunks.Reassembler` restores it.
+    streamed_cue_ids: list[int] | None = None
 
 
 class ErrorEvent(_Model):

@@ -5,6 +5,7 @@ module; a test that kills some gets them back before the next test starts."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud import audio
+from cloud import audio, speakers
 from cloud.detect import Kind, Target
-from cloud.serverless import ID_STRIDE, ServerlessBackend
+from cloud.serverless import ID_STRIDE, ServerlessBackend, _Part, _seam, _seamed
 from cloud.transport import AuthError, NotFoundError, UnreachableError
+from engine.diarize import Turn
 from engine.protocol import (
     Cue,
     CuesEvent,
@@ -33,9 +35,10 @@ from engine.protocol import (
 from tests.support.http_server import serve_directory
 from tests.support.runpod_standin import WORKER_LOST, Job, StandIn, serve_runpod
 from tests.support.runpod_workers import WorkerPool, wait_for
+from tests.support.speakers import frame_accuracy
 from tests.support.synth import DIALOGUE_EN, Clip, fixture_dir, synthesize
 from tests.support.timing import HANG_GUARD_S
-from tests.support.wer import words
+from tests.support.wer import wer, words
 
 pytestmark = pytest.mark.slow
 
@@ -235,6 +238,136 @@ def test_long_file_runs_as_parallel_parts_and_merges_like_one_local_run(
     assert percents(events) == sorted(percents(events))
 
 
+def test_parts_share_one_language_and_one_set_of_speakers(standin, workers, clips, engine):
+    dialogue = clips.dialogue  # two voices, 53 s: three parts of about 21 s
+    spec = JobSpec(source=Source(path=str(dialogue.wav)), whisper_model=MODEL, diarize="builtin")
+    names = {"SPEAKER_1": "Tom"}
+    runner = backend(standin, chunk_s=dialogue.duration / 2.5)
+    before = set(standin.jobs)
+    named = spec.model_copy(update={"speaker_names": names})
+    events = list(runner.run(named))
+
+    remote = events[-1]
+    assert isinstance(remote, ResultEvent), remote
+    jobs = new_jobs(standin, before)
+    assert len(jobs) == 3 and {job.status for job in jobs} == {"COMPLETED"}
+    # Detected once: the first part detects it, the others are sent once it is known.
+    assert "source_lang" not in jobs[0].input
+    assert [job.input["source_lang"] for job in jobs[1:]] == ["en", "en"]
+    assert min(job.submitted for job in jobs[1:]) > jobs[0].started
+    assert all(job.input["speaker_names"] == {} for job in jobs)
+
+    # One set of speakers, named as the job asks, as right as one local run of the file.
+    assert set(remote.speakers) == {"Tom", "SPEAKER_2"}
+    assert {len(voice) for voice in remote.speakers.values()} == {256}
+    local = list(engine.run(spec.model_copy(update={"source": Source(path=str(dialogue.wav))})))
+    assert isinstance(local[-1], ResultEvent), local[-1]
+    mine = frame_accuracy(cue_turns(remote.cues), dialogue)
+    theirs = frame_accuracy(cue_turns(local[-1].cues), dialogue)
+    assert mine >= 0.95 and mine >= theirs - 0.02, (mine, theirs)
+    # Streamed cues carry no part's own label; the last batch brings the linked ones.
+    streamed = [cue for e in events if isinstance(e, CuesEvent) for cue in e.cues]
+    assert {c.speaker for c in streamed[: -len(remote.cues)]} == {None}
+    assert streamed[-len(remote.cues) :] == remote.cues
+
+
+def video_page(folder: Path, base_url: str, media_name: str, duration: float) -> str:
+    """A page for `media_name` as video sites describe one (JSON-LD with the duration), written
+    into the served `folder`; its URL."""
+    data = {
+        "@context": "https://schema.org",
+        "@type": "VideoObject",
+        # The title primes Whisper: a plain "A dialogue" leaves tiny.en hearing nothing in a
+        # range that starts mid-sentence.
+        "name": "Planning a summer holiday",
+        "uploadDate": "2024-01-01",
+        "contentUrl": f"{base_url}/{media_name}",
+        "duration": f"PT{int(duration)}S",  # pages round to the second
+    }
+    script = f'<script type="application/ld+json">{json.dumps(data)}</script>'
+    (folder / "watch.html").write_text(f"<html><head>{script}</head><body></body></html>")
+    return f"{base_url}/watch.html"
+
+
+def test_a_long_link_runs_as_time_ranges_and_keeps_each_word_once(
+    standin, workers, clips, engine, tmp_path
+):
+    dialogue = clips.dialogue  # two voices, 53 s: three ranges of about 18 s
+    (tmp_path / "dialogue.mp4").symlink_to(clips.dialogue_mp4)
+    with serve_directory(tmp_path) as base:
+        url = video_page(tmp_path, base, "dialogue.mp4", dialogue.duration)
+        spec = JobSpec(source=Source(url=url), whisper_model=MODEL, diarize="builtin")
+        before = set(standin.jobs)
+        events = list(backend(standin, chunk_s=20.0).run(spec))
+
+    remote = events[-1]
+    assert isinstance(remote, ResultEvent), remote
+    jobs = new_jobs(standin, before)
+    assert len(jobs) == 3 and {job.status for job in jobs} == {"COMPLETED"}
+    # Each worker gets the link and its range, a few seconds into each neighbour's.
+    sources = [job.input["source"] for job in jobs]
+    assert {source["url"] for source in sources} == {url}
+    assert "start" not in sources[0] and "end" not in sources[-1]
+    assert sources[0]["end"] > sources[1]["start"] and sources[1]["end"] > sources[2]["start"]
+    assert "source_lang" not in jobs[0].input
+    assert [job.input["source_lang"] for job in jobs[1:]] == ["en", "en"]
+
+    # The words of one local run of the file: none lost or doubled where ranges meet.
+    local = list(engine.run(JobSpec(source=Source(path=str(dialogue.wav)), whisper_model=MODEL)))
+    assert isinstance(local[-1], ResultEvent), local[-1]
+    mine, theirs = " ".join(text_of(remote.cues)), " ".join(text_of(local[-1].cues))
+    assert wer(dialogue.script, mine) <= wer(dialogue.script, theirs) + 0.05, (mine, theirs)
+    for _, sentence in DIALOGUE_EN:
+        said = " ".join(words(sentence))
+        assert mine.count(said) <= 1, said  # never doubled
+        assert said in mine or said not in theirs, said  # never lost where one run hears it
+    starts = [cue.start for cue in remote.cues]
+    assert starts == sorted(starts) and len({c.id for c in remote.cues}) == len(remote.cues)
+    assert remote.duration == pytest.approx(dialogue.duration, abs=0.1)
+    assert len(remote.speakers) == 2 and {c.speaker for c in remote.cues} == set(remote.speakers)
+    # Streamed cues are all kept (those near a seam wait for the result), then the result's.
+    streamed = [cue for e in events if isinstance(e, CuesEvent) for cue in e.cues]
+    assert {c.id for c in streamed} == {c.id for c in remote.cues}
+    assert streamed[-len(remote.cues) :] == remote.cues
+
+
+def test_a_seam_goes_to_a_pause_no_cue_crosses_and_each_cue_is_kept_once():
+    def cue(id: int, *spans: tuple[float, float]) -> Cue:
+        timed = [Word(start=a, end=b, text=f"w{a:g}") for a, b in spans]
+        return Cue(id=id, start=spans[0][0], end=spans[-1][1], text="x", words=timed)
+
+    # Part 1 heard up to 25 s, part 2 from 15 s; their even boundary is 20 s. A pause at 19.5
+    # lies inside part 2's cue 18-21.5; the pause at 22.5 is crossed by no cue.
+    before = [cue(1, (14, 16), (16.2, 18)), cue(2, (18, 19.3), (19.7, 22)), cue(3, (23, 24.9))]
+    after = [
+        cue(11, (15.2, 16), (16.2, 18)),
+        cue(12, (18, 19.3), (19.7, 21.5), (21.6, 22)),
+        cue(13, (23, 25)),
+    ]
+    assert _seam(20.0, before, after) == pytest.approx(22.5)
+    results = [
+        ResultEvent(cues=before, language="en", duration=25.0),
+        ResultEvent(cues=after, language="en", duration=25.0),
+    ]
+    parts = [audio.Piece(0, 0.0, 20.0), audio.Piece(1, 20.0, 40.0)]
+    kept = _seamed([_Part(p.index, p) for p in parts], results)
+    assert [c.id for c in kept[0].cues] == [1, 2] and [c.id for c in kept[1].cues] == [13]
+
+
+def cue_turns(cues: list[Cue], bridge_s: float = 1.0) -> list[Turn]:
+    """Speaker turns read from cues: one speaker's consecutive cues less than `bridge_s` apart
+    are one turn, so the score measures who speaks, not the gaps cue timing leaves inside a
+    sentence."""
+    turns: list[Turn] = []
+    for cue in cues:
+        speaker = cue.speaker or ""
+        if turns and turns[-1].speaker == speaker and cue.start - turns[-1].end < bridge_s:
+            turns[-1] = Turn(turns[-1].start, cue.end, speaker)
+        else:
+            turns.append(Turn(cue.start, cue.end, speaker))
+    return turns
+
+
 def test_the_cli_runs_sources_at_once_on_the_endpoint(standin, workers, clips, tmp_path):
     second = tmp_path / "second.wav"
     second.write_bytes(clips.short.wav.read_bytes())
@@ -343,7 +476,9 @@ def test_cancel_stops_every_part_and_the_workers_take_the_next_jobs(standin, wor
     try:
         wait_for(lambda: standin.taking >= busy, 60, "a worker did not stop its part")
         runner = backend(standin, chunk_s=short.duration / 2.5)
-        events, thread = consume(runner, _path(short.wav))
+        # The language given, the parts need not wait for the first one's: all go at once.
+        spec = JobSpec(source=Source(path=str(short.wav)), source_lang="en")
+        events, thread = consume(runner, spec)
         wait_for(lambda: len(standin.queue) == 3, 30, "the parts were not sent")
     finally:
         standin.pause(False)
@@ -479,3 +614,24 @@ def test_pieces_are_cut_in_the_pause_nearest_each_boundary():
     # 10 → the pause at 9.0–9.6; 20 → no pause within 2 s, so the boundary itself.
     assert [(p.start, p.end) for p in pieces] == [(0.0, 9.3), (9.3, 20.0), (20.0, 30.0)]
     assert audio.plan_pieces(8.0, pauses, chunk_s=10.0) == [audio.Piece(0, 0.0, 8.0)]
+
+
+def test_labels_are_linked_by_voice_never_within_a_part_and_within_the_counts_given():
+    def label(part: int, name: str, *voice: float) -> speakers.Label:
+        return speakers.Label(part, name, voice)
+
+    labels = [
+        label(0, "SPEAKER_1", 1.0, 0.0),
+        label(0, "SPEAKER_2", 0.0, 1.0),
+        label(1, "SPEAKER_1", 0.1, 1.0),
+        label(1, "SPEAKER_2", 1.0, 0.1),
+        label(2, "SPEAKER_1", 0.7, 0.7),  # like neither voice (cosine 0.71)
+        label(2, "SPEAKER_2"),  # a worker that gave no voice
+    ]
+    found = [{(x.part, x.name) for x in group} for group in speakers.link(labels)]
+    assert {(0, "SPEAKER_1"), (1, "SPEAKER_2")} in found
+    assert {(0, "SPEAKER_2"), (1, "SPEAKER_1")} in found
+    assert len(found) == 4
+    assert len(speakers.link(labels, max_speakers=3)) == 3
+    forced = speakers.link(labels, num_speakers=2)
+    assert len(forced) == 2 and all(len({x.part for x in g}) == len(g) for g in forced)

@@ -12,6 +12,12 @@ job-stop/{worker}` (long poll; `{"jobsToStop": [...]}`), `POST job-stream/{worke
 `POST job-done/{worker}/{job}` (a form-encoded JSON body), `GET ping/{worker}`. Any number of
 workers (distinct worker ids) may serve one endpoint; each job goes to one of them.
 
+Stopping a job: a cancel or an execution timeout ends the job at once for clients and queues a
+stop signal for its worker, which hears of it only through `job-stop`, the stop channel the SDK
+long-polls beside its job-takes (rp_scale.monitor_stop_signals): the SDK then cancels that job's
+task. The stand-in holds that poll open for `STOP_POLL_S` (the SDK waits a second after an empty
+answer before it asks again) and records when it handed each job's stop over (`stop_sent`).
+
 Lost workers: a worker that sends nothing (pings come every second from the SDK's heartbeat
 process) for `worker_lost_s` has lost its job. Like RunPod, the stand-in puts that job back at
 the head of the queue once (counted as `retried` in /health); a job whose worker is lost a second
@@ -19,6 +25,7 @@ time FAILS, saying so. Answers from a lost worker about the job are ignored.
 
 Faults: `fail_get_job` (answer the next N job-takes with 500), `drop_stream` (swallow the next N
 stream chunks), `pause(True)` (job-takes hand out nothing, as when every worker is throttled).
+`bare_stream = True` answers /stream with the bare list of chunks, RunPod's other documented shape.
 For tests to look at: `jobs` (each with its input, status, chunks, the workers that took it and
 when), `seen` (when each worker was last heard from) and `taking` (workers waiting for a job).
 """
@@ -40,6 +47,9 @@ from urllib.parse import parse_qs, urlsplit
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 LONG_POLL_S = 1.0
+# Long: a stop reaches a waiting worker at once. Short enough that a worker told to shut down,
+# whose SDK waits for its open polls to return, exits within a few seconds.
+STOP_POLL_S = 5.0
 # RunPod's limits on a request body.
 PAYLOAD_LIMITS = {"run": 10_000_000, "runsync": 20_000_000}
 WORKER_LOST = "Worker lost: the workers running this job stopped responding, twice."
@@ -63,6 +73,7 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     finished: float | None = None
+    stop_sent: float | None = None  # when its worker was handed the stop (time.time())
 
     def view(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "status": self.status}
@@ -95,6 +106,8 @@ class StandIn:
         self.fail_get_job = 0
         self.drop_stream = 0
         self.paused = False
+        # /stream answers with the bare list of chunks, the other shape RunPod's docs show.
+        self.bare_stream = False
         self.changed = threading.Condition()
 
     def worker_env(self, endpoint_id: str, worker_id: str = "worker-1") -> dict[str, str]:
@@ -238,8 +251,11 @@ class StandIn:
 
     def stop_signals(self, worker: str) -> list[str]:
         with self.changed:
-            self.changed.wait_for(lambda: self.stops.get(worker), timeout=LONG_POLL_S)
-            return self.stops.pop(worker, [])
+            self.changed.wait_for(lambda: self.stops.get(worker), timeout=STOP_POLL_S)
+            ids = self.stops.pop(worker, [])
+            for job_id in ids:
+                self.jobs[job_id].stop_sent = time.time()
+            return ids
 
     def stream(self, job: Job, worker: str, body: dict[str, Any]) -> None:
         with self.changed:
@@ -319,6 +335,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fresh, job.streamed = job.chunks[job.streamed :], len(job.chunks)
                 status = job.status
             stream = [{"output": chunk} for chunk in fresh]
+            if standin.bare_stream:
+                return self._send(HTTPStatus.OK, stream)
             return self._send(HTTPStatus.OK, {"status": status, "stream": stream})
         if action == "cancel" and method == "POST":
             standin.cancel(job)
