@@ -49,6 +49,7 @@ from engine.protocol import (
     SubtideError,
     validation_problems,
 )
+from engine.url_guard import check_url
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -709,7 +710,7 @@ def _check_remote_source(source: Source, allow_private: bool) -> None:
         )
     if source.url:
         try:
-            media.check_url(source.url, allow_private=allow_private)
+            check_url(source.url, allow_private=allow_private)
         except SubtideError as exc:
             raise _bad_request(exc) from None
 

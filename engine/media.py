@@ -26,7 +26,6 @@ from engine.ffmpeg import require_file, run_on
 from engine.files import write_atomic
 from engine.protocol import SubtideError
 from engine.url_guard import Resolver, UrlGuard
-from engine.url_guard import check_url as check_url  # its callers know it as media.check_url
 
 if TYPE_CHECKING:
     import numpy

@@ -557,9 +557,10 @@ class Engine:
         if not own_server:
             # A job may point at any URL: the server's key never goes to it, nor may it reach
             # into a private network when the engine serves others, then or at any connection.
-            allow_private = self.options.allow_private_urls
-            UrlGuard(allow_private=allow_private).check_url(str(asked.base_url))
-            guard = None if allow_private else UrlGuard(allow_private=False)
+            checked = UrlGuard(allow_private=self.options.allow_private_urls)
+            checked.check_url(str(asked.base_url))
+            # A desktop's LLM may sit behind a proxy of its environment: pinned on servers only.
+            guard = None if checked.allow_private else checked
         base_url = asked.base_url or server.base_url
         api_key = asked.api_key or (server.api_key if own_server else None)
         model = asked.model or server.model or (None if base_url else DEFAULT_OPENAI_MODEL)

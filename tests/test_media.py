@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from engine.media import (
-    check_url,
     decode_audio,
     download,
     extract,
@@ -23,6 +22,7 @@ from engine.media import (
     write_audio_b64,
 )
 from engine.protocol import SubtideError
+from engine.url_guard import check_url
 from tests.support.http_server import serve_directory
 from tests.support.synth import Clip, fixture_dir, synthesize, to_mp4
 from tests.support.timing import HANG_GUARD_S
