@@ -20,9 +20,9 @@ import pytest
 from yt_dlp.networking.exceptions import CertificateVerifyError
 
 from engine.guarded_ytdlp import GuardedYoutubeDL
-from engine.media import check_url, download, extract, fetch_bytes, probe
+from engine.media import download, extract, fetch_bytes, probe
 from engine.protocol import SubtideError
-from engine.url_guard import UrlGuard, is_refused
+from engine.url_guard import UrlGuard, check_url, is_refused
 from tests.support.ssrf import Reply, Resolver, Site, redirect, site
 from tests.support.timing import HANG_GUARD_S
 
