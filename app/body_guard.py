@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,14 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Any  # Callable[[], Awaitable[Message]]
 Send = Any  # Callable[[Message], Awaitable[None]]
+# (path, code, message, hint) -> the JSON body of an error: the app's own shape, which may
+# differ by route (app.server.error_body).
+ErrorBody = Callable[[str, str, str, "str | None"], dict[str, Any]]
+
+
+def plain_error_body(_path: str, code: str, message: str, hint: str | None) -> dict[str, Any]:
+    """The body for an app that names no shape of its own: one for every path."""
+    return {"error": {"code": code, "message": message, "hint": hint}}
 
 
 class BodyRefused(MultiPartException):
@@ -47,17 +56,24 @@ class _Refusal:
 class BodyGuard:
     """ASGI middleware: refuses a request body that is too large or too slow."""
 
-    def __init__(self, app: Any, limits: BodyLimits) -> None:
-        self._app, self._limits = app, limits
+    def __init__(
+        self, app: Any, limits: BodyLimits, error_body: ErrorBody = plain_error_body
+    ) -> None:
+        self._app, self._limits, self._error_body = app, limits, error_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
         if _declared_length(scope) > self._limits.max_bytes:
-            await _answer(send, self._too_large())
+            await self._answer(scope, send, self._too_large())
             return
         await _GuardedRequest(self, receive, send).run(scope)
+
+    async def _answer(self, scope: Scope, send: Send, refusal: _Refusal) -> None:
+        # The body has the shape of the route refused.
+        body = self._error_body(route_path(scope), refusal.code, refusal.message, refusal.hint)
+        await _answer(send, refusal.status, body)
 
     def _too_large(self) -> _Refusal:
         limit = size_label(self._limits.max_bytes)
@@ -98,7 +114,7 @@ class _GuardedRequest:
             if self._refusal is None:
                 raise
         if self._refusal and not self._started:
-            await _answer(self._send, self._refusal)
+            await self._guard._answer(scope, self._send, self._refusal)
 
     async def _receive_guarded(self) -> Message:
         if self._refusal:
@@ -129,6 +145,13 @@ class _GuardedRequest:
         await self._send(message)
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path as the app's routes see it, behind a proxy's prefix (root_path) or
+    not."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def _declared_length(scope: Scope) -> int:
     for name, value in scope.get("headers", []):
         if name == b"content-length" and value.isdigit():
@@ -136,17 +159,15 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-async def _answer(send: Send, refusal: _Refusal) -> None:
-    body = json.dumps(
-        {"error": {"code": refusal.code, "message": refusal.message, "hint": refusal.hint}}
-    ).encode()
+async def _answer(send: Send, status: int, error: dict[str, Any]) -> None:
+    body = json.dumps(error).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         # The rest of the body is never read: the connection can't carry another request.
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import math
 import re
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from app.body_guard import BodyGuard, BodyLimits, size_label
+from app.body_guard import BodyGuard, BodyLimits, route_path, size_label
 from app.job_limits import JobLimits, JobTooLarge
 from engine import media
 from engine.files import write_atomic
@@ -39,6 +40,7 @@ from engine.protocol import (
     Backend,
     Cue,
     CuesEvent,
+    DiarizeMode,
     ErrorEvent,
     Event,
     Health,
@@ -119,8 +121,41 @@ class ServerOptions:
 # --- errors ------------------------------------------------------------------------------------
 
 
+# The earlier Subtide API's routes. Its browser extension shows a refusal's `error` as text
+# (`new Error(errorData.error)`), so on these paths, and under them, it is a string.
+_EARLIER_ROUTES = ("/api/process", "/api/stream")
+
+
+def error_body(path: str, code: str, message: str, hint: str | None = None) -> dict[str, Any]:
+    """The JSON body of every error response, wherever it is made (a route, a guard, the body
+    limit, the last-resort handler): the one place its shape follows the path. Our own API:
+    `{"error": {code, message, hint?}}`; the earlier API: `{"error": "<message — hint>"}`
+    with the same fields beside it."""
+    if _is_earlier(path):
+        return earlier_error(code, message, hint)
+    return {"error": _error_detail(code, message, hint)}
+
+
+def earlier_error(code: str, message: str, hint: str | None = None) -> dict[str, Any]:
+    """The earlier API's error object: `error` a string, the fields beside it."""
+    return {"error": error_text(message, hint), **_error_detail(code, message, hint)}
+
+
+def _error_detail(code: str, message: str, hint: str | None) -> dict[str, str]:
+    return {"code": code, "message": message, **({"hint": hint} if hint else {})}
+
+
+def error_text(message: str, hint: str | None) -> str:
+    """A refusal as one line a person can act on: what went wrong, then what to do."""
+    return f"{message} — {hint}" if hint else message
+
+
+def _is_earlier(path: str) -> bool:
+    return any(path == route or path.startswith(route + "/") for route in _EARLIER_ROUTES)
+
+
 class ApiError(Exception):
-    """A request the server refuses: a JSON body `{"error": {code, message, hint?}}`."""
+    """A request the server refuses: a JSON body shaped by `error_body` for its path."""
 
     def __init__(
         self,
@@ -134,11 +169,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.hint = status, code, message, hint
         self.headers = headers
 
-    def response(self) -> JSONResponse:
-        body: dict[str, str] = {"code": self.code, "message": self.message}
-        if self.hint:
-            body["hint"] = self.hint
-        return JSONResponse({"error": body}, status_code=self.status, headers=self.headers)
+    def response(self, path: str) -> JSONResponse:
+        body = error_body(path, self.code, self.message, self.hint)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 def _bad_request(exc: SubtideError) -> ApiError:
@@ -455,6 +488,7 @@ class RateLimit:
                     429,
                     "rate_limited",
                     f"Too many jobs: at most {self._per_minute} a minute.",
+                    f"Try again in {wait} s.",
                     headers={"Retry-After": str(wait)},
                 )
             hits.append(now)
@@ -540,7 +574,7 @@ def create_app(
         title="Subtide", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.readiness = readiness  # serve() shares it with the /ping-only listener
-    app.add_middleware(BodyGuard, limits=options.body_limits())
+    app.add_middleware(BodyGuard, limits=options.body_limits(), error_body=error_body)
     _add_error_handlers(app)
     _add_health_routes(app, settings, readiness, jobs)
     guards = [Depends(_bearer(options.auth_token))]
@@ -564,17 +598,24 @@ def _engine_factory(options: EngineOptions) -> Callable[[], Engine]:
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response(route_path(request.scope))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return ApiError(422, "bad_input", _validation_message(exc)).response()
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refusal = ApiError(422, "bad_input", _validation_message(exc))
+        return refusal.response(route_path(request.scope))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, _: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return ApiError(500, "internal", "The server hit an unexpected error.").response()
+        failure = ApiError(
+            500,
+            "internal",
+            "The server hit an unexpected error.",
+            "Try again; if it happens again, the operator should check the server log.",
+        )
+        return failure.response(route_path(request.scope))
 
 
 def _add_health_routes(
@@ -819,10 +860,19 @@ _LEGACY_STAGES = {
     "translate": "translating",
     "finalize": "complete",
 }
+# The Engine reports these stages only once the whole text is known (transcribed, or the
+# captions read): translation that overlaps transcription is reported under `transcribe`.
+_TEXT_WHOLE: frozenset[str] = frozenset({"translate", "finalize"})
 # The earlier requests are a few short fields.
 _LEGACY_BODY_LIMIT = 64 * 1024
 _LEGACY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _LANG = re.compile(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})?")
+_LEGACY_EXAMPLE = (
+    'Send JSON such as {"video_id": "dQw4w9WgXcQ", "target_lang": "es"}, with the page\'s '
+    "address in video_url for a site other than YouTube."
+)
+_LEGACY_ROUTES_HINT = "The earlier API takes POST on /api/process and /api/stream."
+_NOT_POST = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _STATUS_OF_CODE = {
     "bad_input": 400,
     "unsupported_source": 400,
@@ -858,10 +908,57 @@ def _legacy_url(body: LegacyRequest) -> str:
     if body.stream_url or body.video_url:
         return str(body.stream_url or body.video_url)
     if not body.video_id:
-        raise ApiError(400, "bad_input", "video_id is required")
+        raise ApiError(400, "bad_input", "video_id is required", _LEGACY_EXAMPLE)
     if not _LEGACY_ID.fullmatch(body.video_id):
-        raise ApiError(400, "bad_input", "Invalid video_id format")
+        raise ApiError(
+            400,
+            "bad_input",
+            "Invalid video_id format",
+            "A video_id is 1 to 64 letters, digits, '-' or '_'.",
+        )
     return f"https://www.youtube.com/watch?v={body.video_id}"
+
+
+def _legacy_diarize(settings: Settings, process: bool) -> DiarizeMode:
+    """The earlier backend labelled speakers on /api/process's whole runs when the server had
+    diarization on (its extension can't ask). /api/stream never did: labels would hold its
+    stream back until the whole audio is diarized."""
+    return "auto" if process and settings.enable_diarization else "off"
+
+
+class _BatchCount:
+    """Numbers /api/stream's subtitle batches. The extension shows "current/total" and
+    current/total as its percent, so the total is never below the batch being sent: counted
+    from the cues left to send once every cue is known, estimated from the job's percent
+    before, and the batch sent with the result is the last."""
+
+    def __init__(self) -> None:
+        self.current = 0
+        self._known: set[int] = set()
+        self._sent = 0
+        self._whole = False
+
+    def see(self, event: Event) -> None:
+        if isinstance(event, CuesEvent):
+            self._known.update(cue.id for cue in event.cues)
+        elif isinstance(event, ProgressEvent) and event.stage in _TEXT_WHOLE:
+            self._whole = True
+
+    def next(self, size: int, percent: int, last: bool) -> dict[str, int]:
+        """The batchInfo of the next batch, of `size` cues, sent at the job's `percent`."""
+        self.current += 1
+        self._sent += size
+        return {"current": self.current, "total": self._total(percent, last)}
+
+    def _total(self, percent: int, last: bool) -> int:
+        if last:
+            return self.current
+        if self._whole:
+            left = max(0, len(self._known) - self._sent)
+            # Batches as large as they have been so far.
+            return self.current + math.ceil(left * self.current / self._sent)
+        # Still transcribing: more cues will come, and only the job's percent says how many.
+        return max(self.current + 1, math.ceil(self.current * 100 / max(percent, 1)))
 
 
 class LegacyStream:
@@ -870,27 +967,30 @@ class LegacyStream:
     def __init__(self, target: str, batches: bool, nested_errors: bool) -> None:
         self._target, self._batches, self._nested = target, batches, nested_errors
         self._percent = 0
-        self._batch = 0
+        self._count = _BatchCount()
         self._sent: set[int] = set()
 
     def convert(self, event: Event) -> list[dict[str, Any]]:
+        self._count.see(event)
         if isinstance(event, ProgressEvent):
             return [self._progress(event)]
         if isinstance(event, CuesEvent):
             return self._subtitles([c for c in event.cues if self._settled(c)])
         if isinstance(event, ResultEvent):
-            rest = self._subtitles(event.cues)
+            rest = self._subtitles(event.cues, last=True)
             translated = any(self._target in c.translations for c in event.cues)
             source = _LEGACY_SOURCES[event.source]
             result = {"subtitles": [self._item(c) for c in event.cues], "source": source}
             return [*rest, {"result": {**result, "translated": translated}}]
-        return [self.error(event.message, event.code, event.hint)]
+        return [self._error(event)]
 
-    def error(self, message: str, kind: str, hint: str | None = None) -> dict[str, Any]:
+    def _error(self, event: ErrorEvent) -> dict[str, Any]:
+        """An error inside the stream, in each route's earlier shape: /api/stream's `error`
+        is a string; /api/process's is {message, type, hint?}."""
         if not self._nested:
-            return {"error": message}
-        detail = {"message": message, "type": kind}
-        return {"error": {**detail, "hint": hint} if hint else detail}
+            return earlier_error(event.code, event.message, event.hint)
+        detail = {"message": event.message, "type": event.code}
+        return {"error": {**detail, "hint": event.hint} if event.hint else detail}
 
     def _progress(self, event: ProgressEvent) -> dict[str, Any]:
         self._percent = max(self._percent, int(event.percent))
@@ -907,29 +1007,32 @@ class LegacyStream:
         """Streamed once, with its translation: the extension appends what it gets."""
         return self._target in cue.translations or self._target in cue.untranslated
 
-    def _subtitles(self, cues: list[Cue]) -> list[dict[str, Any]]:
+    def _subtitles(self, cues: list[Cue], last: bool = False) -> list[dict[str, Any]]:
         fresh = [c for c in cues if c.id not in self._sent]
         if not self._batches or not fresh:
             return []
         self._sent.update(c.id for c in fresh)
-        self._batch += 1
+        info = self._count.next(len(fresh), self._percent, last)
         return [
             {
                 "stage": "subtitles",
-                "message": f"Batch {self._batch} ready",
-                "batchInfo": {"current": self._batch, "total": -1},
+                "message": f"Batch {info['current']}/{info['total']} ready",
+                "batchInfo": info,
                 "subtitles": [self._item(c) for c in fresh],
             }
         ]
 
     def _item(self, cue: Cue) -> dict[str, Any]:
-        return {
+        item: dict[str, Any] = {
             "start": round(cue.start * 1000),
             "end": round(cue.end * 1000),
             "text": cue.text,
             "translatedText": cue.translations.get(self._target, cue.text),
-            "speaker": cue.speaker,
         }
+        # Only when there is one: the page shows any speaker that is not `undefined`.
+        if cue.speaker:
+            item["speaker"] = cue.speaker
+        return item
 
 
 def _eta(seconds: float) -> str:
@@ -953,31 +1056,32 @@ def _add_legacy_routes(
 ) -> None:
     translation = bool(settings.server_api_key or settings.server_api_url)
 
-    async def start(request: Request, nested: bool) -> tuple[Job, LegacyStream] | JSONResponse:
-        try:
-            body = _legacy_body(await _body(request, _LEGACY_BODY_LIMIT))
-            url = _legacy_url(body)
-            if not translation:
-                raise ApiError(503, "unavailable", "Translation is not configured on this server")
-            spec = JobSpec(
-                source=Source(url=url),
-                target_langs=[body.target_lang],
-                formats=["json"],
-                force_asr=body.force_whisper,
+    async def start(request: Request, process: bool) -> tuple[Job, LegacyStream]:
+        """The request's job, queued. A refusal is an ApiError: error_body gives it the
+        earlier shape on these paths, as it does the guards' and the body limit's."""
+        body = _legacy_body(await _body(request, _LEGACY_BODY_LIMIT))
+        url = _legacy_url(body)
+        if not translation:
+            raise ApiError(
+                503,
+                "unavailable",
+                "Translation is not configured on this server",
+                "The operator should set SERVER_API_KEY (and SERVER_API_URL for an LLM "
+                "server other than OpenAI).",
             )
-            await admission.check(spec)
-        except ApiError as exc:
-            # Refusals keep the earlier shape of each route: a string, or {message, type}.
-            body_error = LegacyStream("", False, nested).error(exc.message, exc.code, exc.hint)
-            return JSONResponse(body_error, status_code=exc.status, headers=exc.headers)
-        return jobs.submit(spec), LegacyStream(body.target_lang, not nested, nested)
+        spec = JobSpec(
+            source=Source(url=url),
+            target_langs=[body.target_lang],
+            formats=["json"],
+            force_asr=body.force_whisper,
+            diarize=_legacy_diarize(settings, process),
+        )
+        await admission.check(spec)
+        return jobs.submit(spec), LegacyStream(body.target_lang, not process, process)
 
     @app.post("/api/process", dependencies=limited, response_model=None)
     async def process(request: Request) -> Response:
-        started = await start(request, nested=True)
-        if isinstance(started, JSONResponse):
-            return started
-        job, stream = started
+        job, stream = await start(request, process=True)
         wants_sse = "text/event-stream" in request.headers.get("accept", "")
         if wants_sse or options.force_sse:
             return _legacy_response(jobs, job, stream, options.heartbeat_s)
@@ -985,11 +1089,36 @@ def _add_legacy_routes(
 
     @app.post("/api/stream", dependencies=limited, response_model=None)
     async def stream(request: Request) -> Response:
-        started = await start(request, nested=False)
-        if isinstance(started, JSONResponse):
-            return started
-        job, converter = started
+        job, converter = await start(request, process=False)
         return _legacy_response(jobs, job, converter, options.heartbeat_s)
+
+    _add_legacy_fallbacks(app)
+
+
+def _add_legacy_fallbacks(app: FastAPI) -> None:
+    """405 and 404 on and under the earlier routes, in their shape: without these routes the
+    Gradio app mounted at "/" would answer them, with a body the extension can't show."""
+
+    async def wrong_method(request: Request) -> None:
+        raise ApiError(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here.",
+            _LEGACY_ROUTES_HINT,
+            headers={"Allow": "POST"},
+        )
+
+    async def not_found() -> None:
+        raise ApiError(404, "not_found", "No such route.", _LEGACY_ROUTES_HINT)
+
+    for route in _EARLIER_ROUTES:
+        app.add_api_route(route, wrong_method, methods=_NOT_POST, include_in_schema=False)
+        app.add_api_route(
+            f"{route}/{{rest:path}}",
+            not_found,
+            methods=[*_NOT_POST, "POST"],
+            include_in_schema=False,
+        )
 
 
 def _legacy_body(raw: bytes) -> LegacyRequest:
@@ -997,10 +1126,17 @@ def _legacy_body(raw: bytes) -> LegacyRequest:
         body = LegacyRequest.model_validate_json(raw)
     except ValidationError as exc:
         if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise ApiError(400, "bad_input", "Invalid JSON in request body") from None
-        raise ApiError(400, "bad_input", _validation_message(exc)) from None
+            raise ApiError(
+                400, "bad_input", "Invalid JSON in request body", _LEGACY_EXAMPLE
+            ) from None
+        raise ApiError(400, "bad_input", _validation_message(exc), _LEGACY_EXAMPLE) from None
     if not _LANG.fullmatch(body.target_lang):
-        raise ApiError(400, "bad_input", "Invalid target_lang")
+        raise ApiError(
+            400,
+            "bad_input",
+            "Invalid target_lang",
+            "Use an ISO 639-1 code such as de, ja, pt-BR or zh-Hant.",
+        )
     return body
 
 
@@ -1030,14 +1166,15 @@ async def _legacy_sse(
 
 
 async def _legacy_json(jobs: JobQueue, job: Job, stream: LegacyStream) -> JSONResponse:
-    """The earlier non-SSE answer: the result object, or the error with a fitting status."""
+    """The earlier non-SSE answer: the result object, or the job's error with a fitting status
+    (raised, so its body has the shape of every refusal on this path)."""
     async for item in _follow(jobs, job, heartbeat_s=float("inf")):
         event = item[1] if item else None
         if isinstance(event, ResultEvent):
             return JSONResponse(stream.convert(event)[-1]["result"])
         if isinstance(event, ErrorEvent):
             status = _STATUS_OF_CODE.get(event.code, 500)
-            return JSONResponse(stream.convert(event)[0], status_code=status)
+            raise ApiError(status, event.code, event.message, event.hint)
     raise ApiError(500, "internal", "The job ended without a result.")
 
 

@@ -1,5 +1,6 @@
 """The HTTP API under real uvicorn on 127.0.0.1, driven by httpx: the job routes, SSE resume,
-cancel, auth, refusals, the earlier API's shapes, and 20 jobs at once."""
+cancel, auth, refusals, the earlier API's shapes (its errors as text the extension can show, its
+batch counts, its speakers), and 20 jobs at once."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from app.config import Settings
 from app.server import LegacyRequest, ServerOptions, _legacy_url, create_app
 from engine.pipeline import Engine
-from tests.support.api_server import pinging, running, wait_ready
+from tests.support.api_server import closed_port, pinging, running, wait_ready
 from tests.support.http_server import serve_directory
 from tests.support.openai_server import FakeOpenAI, fake_translation, serve_openai
 from tests.support.timing import HANG_GUARD_S
@@ -37,6 +39,7 @@ class Api:
     media: str  # base URL of the fixture clips
     first_ping: int
     llm: FakeOpenAI
+    settings: Settings
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,7 @@ def api(clips, cache_root) -> Iterator[Api]:
             first_ping = client.get("/ping").status_code
             gate.set()
             wait_ready(client)
-            yield Api(client, media, first_ping, llm)
+            yield Api(client, media, first_ping, llm, settings)
 
 
 def sse(lines: Iterable[str]) -> Iterator[dict[str, str]]:
@@ -236,6 +239,12 @@ def test_auth_guards_the_api_and_the_app_but_not_ping(clips, cache_root):
         limited = client.post("/api/jobs", headers=good, content=b"{")
         assert _error(limited, 429)["code"] == "rate_limited"
         assert int(limited.headers["Retry-After"]) > 0
+        # The earlier routes: the same guards, their refusals as text.
+        for route in ("/api/process", "/api/stream"):
+            denied = _earlier_error(client.post(route, json={"video_id": "abc"}), 401)
+            assert denied["code"] == "auth" and "SUBTIDE_AUTH_TOKEN" in denied["error"]
+            busy = _earlier_error(client.post(route, headers=good, json={}), 429)
+            assert busy["code"] == "rate_limited" and "Try again in" in busy["error"]
         # The Gradio app is mounted and asks for the login.
         assert client.get("/config").status_code == 401
         login = client.post("/login", data={"username": "subtide", "password": "s3cret-token"})
@@ -267,10 +276,39 @@ def _legacy(response: httpx.Response) -> list[dict]:
     return [json.loads(line.removeprefix("data: ")) for line in lines]
 
 
-def _check_subtitle(item: dict) -> None:
-    assert set(item) == {"start", "end", "text", "translatedText", "speaker"}
+def _check_subtitle(item: dict, speakers: bool) -> None:
+    """Times in ms; `speaker` a label when the job labels speakers, and no key otherwise (the
+    page shows any speaker that is not undefined, a null one included)."""
+    assert set(item) - {"speaker"} == {"start", "end", "text", "translatedText"}
     assert isinstance(item["start"], int) and isinstance(item["end"], int)
     assert item["start"] < item["end"]
+    assert ("speaker" in item) is speakers, item
+    assert not speakers or (isinstance(item["speaker"], str) and item["speaker"])
+
+
+def _check_batches(items: list[dict]) -> list[dict]:
+    """The subtitle batches, numbered from 1, each total at least its number, as the page
+    shows them ("current/total batches", current/total as its percent); returns them."""
+    batches = [i for i in items if i.get("stage") == "subtitles"]
+    assert batches
+    for number, batch in enumerate(batches, start=1):
+        info = batch["batchInfo"]
+        assert info["current"] == number and info["total"] >= number >= 1, info
+        assert batch["message"] == f"Batch {number}/{info['total']} ready"
+        assert 0 < round(number / info["total"] * 100) <= 100
+    return batches
+
+
+def _earlier_error(response: httpx.Response, status: int) -> dict:
+    """An error of the earlier routes as the extension reads it: `error` one string, the
+    message then the hint; the fields beside it. Returns the body."""
+    assert response.status_code == status, response.text
+    assert "Traceback" not in response.text and "sk-" not in response.text
+    body = response.json()
+    hint = body.get("hint")
+    assert isinstance(body["error"], str) and body["code"] and body["message"], body
+    assert body["error"] == (f"{body['message']} — {hint}" if hint else body["message"])
+    return body
 
 
 def test_the_earlier_stream_route(api):
@@ -283,25 +321,37 @@ def test_the_earlier_stream_route(api):
     assert all(
         isinstance(i["percent"], int) and isinstance(i["eta"], str) for i in progress if "eta" in i
     )
-    batches = [i for i in items if i.get("stage") == "subtitles"]
-    assert [b["batchInfo"] for b in batches] == [
-        {"current": n, "total": -1} for n in range(1, len(batches) + 1)
-    ]
+    batches = _check_batches(items)
     streamed = [s for b in batches for s in b["subtitles"]]
     result = items[-1]["result"]
     assert result["source"] == "whisper" and result["translated"] is True
     assert streamed == result["subtitles"]
     for item in result["subtitles"]:
-        _check_subtitle(item)
+        # /api/stream never labels speakers: labels would hold its stream back.
+        _check_subtitle(item, speakers=False)
         # The fake LLM marks what it translated; line breaks are redone for the translation.
         assert item["translatedText"].split() == fake_translation(item["text"], "Spanish").split()
 
-    refused = api.client.post("/api/stream", content=b"{", headers=sse_accept)
-    assert refused.status_code == 400 and refused.json() == {
-        "error": "Invalid JSON in request body"
-    }
+    refused = _earlier_error(api.client.post("/api/stream", content=b"{", headers=sse_accept), 400)
+    assert refused["error"].startswith("Invalid JSON in request body — ")
     metadata = {"video_id": "x", "video_url": "http://169.254.169.254/", "target_lang": "es"}
-    assert isinstance(api.client.post("/api/stream", json=metadata).json()["error"], str)
+    assert "Refusing" in _earlier_error(api.client.post("/api/stream", json=metadata), 400)["error"]
+
+
+def test_the_earlier_stream_route_counts_a_captioned_videos_batches_exactly(api, clips, tmp_path):
+    """Captions give every cue at once: the total is counted, and the last batch is the total."""
+    (tmp_path / "clip.mp4").write_bytes(clips.short_mp4.read_bytes())
+    cues = [f"00:00:{n:02}.000 --> 00:00:{n:02}.900\nLine {n}\n" for n in range(1, 41)]
+    (tmp_path / "en.vtt").write_text("WEBVTT\n\n" + "\n".join(cues))
+    track = '<track kind="subtitles" src="en.vtt" srclang="en">'
+    (tmp_path / "page.html").write_text(f'<video src="clip.mp4">{track}</video>')
+    with serve_directory(tmp_path) as site:
+        body = {"video_url": f"{site}/page.html", "target_lang": "de"}
+        items = _legacy(api.client.post("/api/stream", json=body))
+    batches = _check_batches(items)
+    assert batches[-1]["batchInfo"]["total"] == len(batches)
+    assert sum(len(b["subtitles"]) for b in batches) == 40
+    assert items[-1]["result"]["source"] == "youtube_manual"
 
 
 def test_the_earlier_process_route(api):
@@ -311,14 +361,59 @@ def test_the_earlier_process_route(api):
     )
     assert not any(i.get("stage") == "subtitles" for i in streamed)
     assert streamed[-1]["result"]["translated"] is True
+    # The server's diarization is on (ENABLE_DIARIZATION's default): whole runs label speakers.
+    assert api.settings.enable_diarization
+    for item in streamed[-1]["result"]["subtitles"]:
+        _check_subtitle(item, speakers=True)
     plain = api.client.post("/api/process", json=body)
     assert plain.headers["content-type"] == "application/json"
     assert plain.json() == streamed[-1]["result"]
     youtube = LegacyRequest(video_id="dQw4w9WgXcQ", force_refresh=True)
     assert _legacy_url(youtube) == "https://www.youtube.com/watch?v=dQw4w9WgXcQ"
-    missing = api.client.post("/api/process", json={"target_lang": "es"})
-    assert missing.status_code == 400
-    assert missing.json() == {"error": {"message": "video_id is required", "type": "bad_input"}}
+    missing = _earlier_error(api.client.post("/api/process", json={"target_lang": "es"}), 400)
+    assert missing["message"] == "video_id is required" and "video_url" in missing["hint"]
+
+
+def test_the_earlier_process_route_without_diarization_has_no_speaker_key(api, cache_root):
+    settings = api.settings.model_copy(update={"enable_diarization": False})
+    options = ServerOptions(rate_limit_per_minute=0)
+    app = create_app(settings, mount_ui=False, server_options=options)
+    body = {"video_id": "abc123", "video_url": f"{api.media}/short_en.mp4", "target_lang": "es"}
+    with running(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        wait_ready(client)
+        result = client.post("/api/process", json=body).json()
+    assert result["subtitles"]
+    for item in result["subtitles"]:
+        _check_subtitle(item, speakers=False)
+
+
+@pytest.mark.parametrize("route", ["/api/process", "/api/stream"])
+def test_every_refusal_of_the_earlier_routes_is_text_the_extension_can_show(api, route):
+    post = api.client.post
+    source = {"video_id": "abc123", "video_url": f"{api.media}/short_en.mp4"}
+    headers = {"Content-Type": "application/json"}
+    # The request itself.
+    assert "JSON" in _earlier_error(post(route, content=b"{nope", headers=headers), 400)["error"]
+    assert "video_url" in _earlier_error(post(route, json={}), 400)["error"]
+    assert _earlier_error(post(route, json={"video_id": "a/b"}), 400)["hint"]
+    assert _earlier_error(post(route, json={**source, "force_whisper": "maybe"}), 400)
+    assert _earlier_error(post(route, json={**source, "target_lang": "e$"}), 400)["hint"]
+    # The job limits: a target that is no language.
+    unknown = _earlier_error(post(route, json={**source, "target_lang": "xx"}), 400)
+    assert "not a language" in unknown["message"] and "ISO 639-1" in unknown["hint"]
+    # The earlier API's own body limit, and the upload limit every route shares.
+    padded = {**source, "padding": "z" * 70_000}
+    assert _earlier_error(post(route, json=padded), 413)["code"] == "too_large"
+    upload = {"file": ("big.mp4", b"\0" * 1_100_000, "video/mp4")}
+    assert "1 MB" in _earlier_error(post(route, files=upload), 413)["message"]
+    # Other methods and other paths.
+    wrong = _earlier_error(api.client.get(route), 405)
+    assert wrong["code"] == "method_not_allowed" and "POST" in wrong["error"]
+    assert _earlier_error(post(f"{route}/extra", json=source), 404)["code"] == "not_found"
+    # Our own API keeps its shape.
+    ours = api.client.post("/api/jobs", content=b"{nope", headers=headers)
+    assert ours.status_code == 400 and isinstance(ours.json()["error"], dict)
+    assert api.client.get("/health").json()["status"] == "ok"
 
 
 async def _job(client: httpx.AsyncClient, url: str) -> list[dict]:
@@ -347,6 +442,47 @@ def test_twenty_jobs_at_once_all_finish_and_ping_is_answered_meanwhile(api):
     assert pings and all(ping.status == "200" for ping in pings)
     meanwhile = [p for p in pings if started <= p.sent and p.answered <= finished]
     assert meanwhile, (started, finished, pings[:3], pings[-3:])
+
+
+def test_the_earlier_routes_tell_failed_jobs_and_unexpected_errors_as_text(tmp_path):
+    """A job that fails: a string on /api/process's JSON answer and in /api/stream's stream,
+    {message, type, hint} in /api/process's (the earlier shapes); a server error: a string."""
+
+    def broken() -> Engine:
+        raise OSError("no such model")
+
+    settings = Settings(
+        whisper_model=MODEL,
+        cache_dir=tmp_path,
+        subtide_allow_private_urls=True,
+        server_api_url=f"http://127.0.0.1:{closed_port()}/v1",
+        server_model="fake-model",
+    )
+    options = ServerOptions(rate_limit_per_minute=0)
+    app = create_app(settings, engine_factory=broken, mount_ui=False, server_options=options)
+
+    def explode() -> None:
+        raise RuntimeError("an unforeseen failure")
+
+    # A route under an earlier path that fails as no route should: the last-resort handler.
+    app.router.routes.insert(0, APIRoute("/api/stream/explode", explode, methods=["POST"]))
+    source = f"http://127.0.0.1:{closed_port()}/talk.mp4"
+    body = {"video_id": "abc123", "video_url": source, "target_lang": "es"}
+    sse_accept = {"Accept": "text/event-stream"}
+    with running(app) as url, httpx.Client(base_url=url, timeout=HANG_GUARD_S) as client:
+        deadline = time.monotonic() + HANG_GUARD_S
+        while client.get("/ping").status_code == 204 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        failed = _earlier_error(client.post("/api/process", json=body), 503)
+        assert failed["code"] == "model_unavailable" and "server log" in failed["error"]
+        nested = _legacy(client.post("/api/process", json=body, headers=sse_accept))[-1]
+        assert nested == {
+            "error": {"message": failed["message"], "type": failed["code"], "hint": failed["hint"]}
+        }
+        streamed = _legacy(client.post("/api/stream", json=body))[-1]
+        assert streamed["error"] == failed["error"] and streamed["code"] == failed["code"]
+        internal = _earlier_error(client.post("/api/stream/explode"), 500)
+        assert internal["code"] == "internal" and "unforeseen" not in internal["error"]
 
 
 def test_a_server_whose_model_fails_to_load_says_so(tmp_path):

@@ -1,8 +1,9 @@
 """What one request may cost a server on the open internet: the job limits (Whisper models,
 target languages, glossary, description, JSON size), one upload limit for every route (the
 mounted app's included), a slow-upload deadline, and proxy headers believed only from the
-configured addresses. Through `subtide serve`'s app under real uvicorn, run as `serve` runs it,
-with the Gradio app mounted and a token."""
+configured addresses; on the earlier API's routes, every refusal as the text its extension
+shows. Through `subtide serve`'s app under real uvicorn, run as `serve` runs it, with the Gradio
+app mounted and a token."""
 
 from __future__ import annotations
 
@@ -82,10 +83,18 @@ def job(**fields: Any) -> dict[str, Any]:
 
 
 def refused(response: httpx.Response, status: int) -> dict[str, str]:
+    """The fields of a refusal: under `error` on our API; beside it on the earlier routes,
+    where `error` is the text the extension shows (the message, then the hint)."""
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["message"] and "Traceback" not in response.text
-    return error
+    assert "Traceback" not in response.text
+    body = response.json()
+    if not isinstance(body["error"], str):
+        error = body["error"]
+        assert error["message"]
+        return error
+    assert body["message"] and body["hint"]
+    assert body["error"] == f"{body['message']} — {body['hint']}"
+    return body
 
 
 def test_a_job_within_the_limits_is_accepted(server):
@@ -171,7 +180,21 @@ def test_the_earlier_routes_413_names_its_limit(server):
     body = {"video_id": "abc", "target_lang": "de", "padding": "z" * 70_000}
     response = server.client.post("/api/process", json=body)
     assert response.status_code == 413
-    assert "66 KB" in response.json()["error"]["message"]
+    assert "66 KB" in response.json()["error"]
+
+
+@pytest.mark.parametrize("route", ["/api/process", "/api/stream"])
+def test_the_earlier_routes_refuse_as_text_with_the_app_mounted(server, route):
+    """The app mounted at "/" answers no request of these paths: 404, 405 and 401 come in
+    the earlier shape, as do the job limits."""
+    error = refused(server.client.get(route), 405)
+    assert error["code"] == "method_not_allowed" and "POST" in error["hint"]
+    assert refused(server.client.put(f"{route}/x"), 404)["code"] == "not_found"
+    anonymous = httpx.post(f"{server.url}{route}", json={"video_id": "abc"}, timeout=HANG_GUARD_S)
+    assert refused(anonymous, 401)["code"] == "auth"
+    source = {"video_id": "abc", "video_url": job()["source"]["url"]}
+    region = refused(server.client.post(route, json={**source, "target_lang": "de-QX"}), 400)
+    assert "region" in region["message"] and "ISO 3166" in region["error"]
 
 
 @pytest.mark.parametrize("route", ["/api/jobs", "/gradio_api/upload", "/api/stream"])
@@ -185,6 +208,8 @@ def test_one_upload_limit_for_every_route(server, route):
     }
     error = refused(server.client.post(route, files=files), 413)
     assert error["code"] == "too_large" and "200 KB" in error["message"]
+    # The earlier route's in its shape: the text the extension shows.
+    assert route != "/api/stream" or "200 KB" in error["error"]
 
 
 def test_an_upload_without_a_length_is_cut_at_the_limit(server):
@@ -199,32 +224,55 @@ def test_an_upload_without_a_length_is_cut_at_the_limit(server):
 
 def test_a_trickled_upload_is_stopped(server):
     """1 byte every 0.2 s, for a body that says it has 1000: stopped after about the 1 s the
-    server's settings give, with 408, on the API and on the app's upload route."""
+    server's settings give, with 408, on the API, on the app's upload route and on the earlier
+    API (in its shape)."""
+    for path in ("/api/jobs", "/gradio_api/upload", "/api/process"):
+        reply = _trickle(server, path)
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        body = json.loads(reply.partition(b"\r\n\r\n")[2])
+        if path == "/api/process":  # the text the extension shows: the message, then the hint
+            assert body["error"].startswith("The upload arrived too slowly")
+            assert "faster connection" in body["error"]
+        else:
+            assert "too slowly" in body["error"]["message"]
+
+
+def _trickle(server: Server, path: str) -> bytes:
+    """The server's whole reply to a body trickled a byte at a time."""
     host, port = server.url.removeprefix("http://").split(":")
-    for path in ("/api/jobs", "/gradio_api/upload"):
-        with socket.create_connection((host, int(port)), timeout=HANG_GUARD_S) as sock:
-            cookies = "; ".join(f"{k}={v}" for k, v in server.client.cookies.items())
-            head = (
-                f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
-                f"Cookie: {cookies}\r\n"
-                "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000\r\n\r\n"
-            )
-            part = 'Content-Disposition: form-data; name="files"; filename="a.wav"'
-            sock.sendall(f"{head}--b\r\n{part}\r\n\r\n".encode())
-            started = time.monotonic()
-            reply = b""
-            while not reply and time.monotonic() - started < HANG_GUARD_S:
-                try:
-                    sock.sendall(b"x")
-                except OSError:
-                    break  # the server closed the connection after answering
-                sock.settimeout(0.2)
-                try:
-                    reply = sock.recv(4096)
-                except TimeoutError:
-                    continue
-            assert reply.startswith(b"HTTP/1.1 408"), reply
-            assert b"too slowly" in reply
+    with socket.create_connection((host, int(port)), timeout=HANG_GUARD_S) as sock:
+        cookies = "; ".join(f"{k}={v}" for k, v in server.client.cookies.items())
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Cookie: {cookies}\r\n"
+            "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000\r\n\r\n"
+        )
+        part = 'Content-Disposition: form-data; name="files"; filename="a.wav"'
+        sock.sendall(f"{head}--b\r\n{part}\r\n\r\n".encode())
+        started = time.monotonic()
+        reply = b""
+        while not reply and time.monotonic() - started < HANG_GUARD_S:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                break  # the server closed the connection after answering
+            sock.settimeout(0.2)
+            try:
+                reply = sock.recv(4096)
+            except TimeoutError:
+                continue
+        # The rest of the answer, until the server closes the connection.
+        sock.settimeout(HANG_GUARD_S)
+        while reply and (chunk := _recv(sock)):
+            reply += chunk
+        return reply
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(4096)
+    except OSError:  # reset: the server closed with our trickled bytes unread
+        return b""
 
 
 def test_forwarded_headers_are_believed_only_from_configured_addresses(cache_root):
