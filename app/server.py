@@ -3,6 +3,17 @@
 Jobs go through one bounded queue in front of the engines (one Engine per worker thread, one job
 at a time each), so the GPU is never shared by two jobs and /ping and /health never wait for it.
 Every job's Events are kept, so an SSE stream that drops resumes from `Last-Event-ID`.
+
+The API's jobs are journaled (app.job_journal), so a server that restarts, however it died,
+comes back with them under the same ids: ended ones can still be fetched and replayed; the
+others run again, in the order they came, the interrupted ones first (the queue is first in,
+first out), and the engine resumes a transcription from its own checkpoint. A revived job's
+events go on from its last journaled id: first "The server restarted; resuming this job", then
+what the rerun emits. Its percent never drops below what a client was told, and its cues come
+with the same ids as before (the engine numbers them the same way for the same audio and
+options), so a client that keeps cues by id, as the protocol asks, replaces them rather than
+showing them twice; the result has them all. The earlier API's and the app's jobs are followed
+only by their open connection, which a restart cuts, so they are not journaled.
 """
 
 from __future__ import annotations
@@ -32,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from app.body_guard import BodyGuard, BodyLimits, route_path, size_label
+from app.job_journal import JobJournal, JournaledJob
 from app.job_limits import JobLimits, JobTooLarge
 from engine import media
 from engine.files import write_atomic
@@ -208,6 +220,9 @@ class Job:
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     status: JobStatus = "queued"
     events: list[Event] = field(default_factory=list)
+    durable: bool = False  # journaled: it outlives a restart of the server
+    # The highest percent told: a rerun after a restart starts again from 0.
+    percent: float = 0
 
     @property
     def ended(self) -> bool:
@@ -227,22 +242,67 @@ def _status_after(event: Event) -> JobStatus | None:
     return None
 
 
+_RESTARTED = "The server restarted; resuming this job"
+
+
 class JobQueue:
-    """Jobs wait here for a free engine; every Event of every job is kept for replay.
+    """Jobs wait here for a free engine; every Event of every job is kept for replay, and a
+    durable job's also in the journal (when this server holds it), before anyone sees it.
 
     One lock guards everything and is only held for bookkeeping, never while an engine works.
     """
 
-    def __init__(self, results_dir: Path, keep: int) -> None:
+    def __init__(
+        self, results_dir: Path, keep: int, journal: JobJournal | None, uploads: Path
+    ) -> None:
         self._cond = threading.Condition()
         self._jobs: dict[str, Job] = {}
         self._waiting: deque[Job] = deque()
         self._running: dict[str, Backend] = {}
         self._ended: deque[str] = deque()
         self._results_dir, self._keep = results_dir, keep
+        self._journal = journal
         self._stopping = False
         self._failure: ErrorEvent | None = None
         _prune(results_dir, keep)
+        if journal:
+            self._restore(journal.jobs(), uploads)
+
+    def _restore(self, journaled: list[JournaledJob], uploads: Path) -> None:
+        """Takes up the jobs an earlier run of the server left (in the order they came), then
+        removes the uploads no waiting job needs: their job ended, or was never journaled."""
+        revived = [(_revived(entry), entry) for entry in journaled]
+        with self._cond:
+            # The newest `keep` ended jobs stay: retired in the order they ended.
+            for job, _ in sorted(revived, key=lambda pair: pair[1].written):
+                if job.ended:
+                    self._jobs[job.id] = job
+                    self._retire(job)
+            for job, entry in revived:
+                if not job.ended:
+                    self._jobs[job.id] = job
+                    self._resume(job, entry.cancelled)
+            self._tell_positions()
+        needed = {job.upload.resolve() for job in self._waiting if job.upload}
+        for upload in uploads.glob("*") if uploads.is_dir() else []:
+            if upload.resolve() not in needed:
+                upload.unlink(missing_ok=True)
+
+    def _resume(self, job: Job, cancelled: bool) -> None:
+        if cancelled:
+            self._publish(job, _cancelled())
+        elif job.upload and not job.upload.is_file():
+            gone = ErrorEvent(
+                code="source_unavailable",
+                message="The uploaded file of this job was lost when the server restarted.",
+                hint="Submit the job again with its file.",
+            )
+            self._publish(job, gone)
+        else:
+            self._publish(job, ProgressEvent(stage="queued", percent=0, message=_RESTARTED))
+            self._waiting.append(job)
+            return
+        self._retire(job)
 
     def start(self, engines: list[Backend]) -> None:
         for number, engine in enumerate(engines):
@@ -250,10 +310,14 @@ class JobQueue:
             threading.Thread(target=self._work, args=(engine,), name=name, daemon=True).start()
 
     def stop(self) -> None:
+        """The server is stopping: engines stop too, and a durable job is left as it is in
+        the journal (see `_interrupted`), to run again when the server starts."""
         with self._cond:
             self._stopping = True
             for engine in self._running.values():
                 engine.cancel()
+            if self._journal:
+                self._journal.close()
             self._cond.notify_all()
 
     def fail(self, event: ErrorEvent) -> None:
@@ -267,9 +331,12 @@ class JobQueue:
         for job in ended:
             self._retire(job)
 
-    def submit(self, spec: JobSpec, upload: Path | None = None) -> Job:
-        job = Job(spec, upload)
+    def submit(self, spec: JobSpec, upload: Path | None = None, durable: bool = False) -> Job:
+        """Queues a job; a `durable` one is journaled, when this server holds the journal."""
+        job = Job(spec, upload, durable=durable and self._journal is not None)
         with self._cond:
+            # Under the lock: the journal's order is the queue's.
+            self._journal_write(job, lambda journal: journal.add(job.id, spec, upload))
             self._jobs[job.id] = job
             if self._failure is None:
                 self._waiting.append(job)
@@ -321,10 +388,11 @@ class JobQueue:
             job = self._jobs.get(job_id)
             if job is None or job.ended:
                 return job
+            self._journal_write(job, lambda journal: journal.cancel(job.id))
             was_waiting = job.status == "queued"
             if was_waiting:
                 self._waiting.remove(job)
-                self._publish(job, ErrorEvent(code="cancelled", message="The job was cancelled."))
+                self._publish(job, _cancelled())
                 self._tell_positions()
             else:
                 # The engine ends the job with a `cancelled` error at its next step, and its
@@ -346,12 +414,15 @@ class JobQueue:
                 self._running[job.id] = engine
                 self._tell_positions()
             self._run(engine, job)
-            self._retire(job)
+            if job.ended:
+                self._retire(job)
 
     def _run(self, engine: Backend, job: Job) -> None:
         try:
             for event in engine.run(job.spec):
                 with self._cond:
+                    if self._interrupted(job):
+                        break
                     # The job's status changes with its last event, inside the lock: a cancel
                     # after it never reaches the engine (it would stop the next job instead).
                     self._publish(job, event)
@@ -359,20 +430,43 @@ class JobQueue:
             log.exception("the engine failed on job %s", job.id)
         with self._cond:
             self._running.pop(job.id, None)
-            if not job.ended:
+            if not job.ended and not self._interrupted(job):
                 self._publish(
                     job,
                     ErrorEvent(code="internal", message="The job stopped unexpectedly."),
                 )
 
+    def _interrupted(self, job: Job) -> bool:
+        """Called with the lock held. While the server stops, a durable job's engine is
+        cancelled, but the job did not end: it runs again when the server starts."""
+        return self._stopping and job.durable
+
     def _publish(self, job: Job, event: Event) -> None:
-        """Called with the lock held."""
+        """Called with the lock held. A durable job's event is journaled before anyone can
+        see it, so no id a client was given goes to another event after a restart."""
+        if isinstance(event, ProgressEvent):
+            if event.percent < job.percent:
+                event = event.model_copy(update={"percent": job.percent})
+            job.percent = event.percent
+        self._journal_write(job, lambda journal: journal.append(job.id, event))
         job.events.append(event)
         status = _status_after(event)
         if status:
             job.status = status
             self._running.pop(job.id, None)
         self._cond.notify_all()
+
+    def _journal_write(self, job: Job, write: Callable[[JobJournal], None]) -> None:
+        """Called with the lock held. A job the journal can't keep (a full disk) goes on in
+        memory only, as every job did before there was a journal: a restart loses it."""
+        if not (self._journal and job.durable):
+            return
+        try:
+            write(self._journal)
+        except OSError:
+            log.exception("can't journal job %s; it won't outlive a restart", job.id)
+            job.durable = False
+            self._journal.remove(job.id)
 
     def _tell_positions(self) -> None:
         """Called with the lock held: every waiting job hears where it now stands."""
@@ -398,6 +492,20 @@ class JobQueue:
                 gone = self._ended.popleft()
                 self._jobs.pop(gone, None)
                 (self._results_dir / f"{gone}.json").unlink(missing_ok=True)
+                if self._journal:
+                    self._journal.remove(gone)
+
+
+def _revived(entry: JournaledJob) -> Job:
+    """A journaled job as it was when the server stopped: ended, or queued again."""
+    job = Job(entry.spec, entry.upload, id=entry.id, events=entry.events, durable=True)
+    job.status = (_status_after(entry.events[-1]) if entry.events else None) or "queued"
+    job.percent = max((e.percent for e in entry.events if isinstance(e, ProgressEvent)), default=0)
+    return job
+
+
+def _cancelled() -> ErrorEvent:
+    return ErrorEvent(code="cancelled", message="The job was cancelled.")
 
 
 def _prune(folder: Path, keep: int) -> None:
@@ -555,7 +663,8 @@ def create_app(
     engine_options = settings.engine_options(serves_others=True)
     factory = engine_factory or _engine_factory(engine_options)
     cache_dir = engine_options.cache_dir
-    jobs = JobQueue(cache_dir / "jobs", options.keep_jobs)
+    journal = JobJournal.open(cache_dir / "server-jobs")
+    jobs = JobQueue(cache_dir / "jobs", options.keep_jobs, journal, cache_dir / "uploads")
     readiness = Readiness()
 
     @asynccontextmanager
@@ -672,7 +781,7 @@ def _add_job_routes(
         else:
             spec, upload = _parse_spec(await _body(request, json_limit)), None
             await admission.check(spec)
-        return {"id": jobs.submit(spec, upload).id}
+        return {"id": jobs.submit(spec, upload, durable=True).id}
 
     @app.get("/api/jobs/{job_id}", dependencies=guards)
     def status(job_id: str) -> dict[str, Any]:

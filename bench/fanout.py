@@ -12,12 +12,16 @@ workers are real (`runpod/start.sh`: the runpod SDK's worker loop and our handle
 before the clock starts, and their cache is emptied before each run, so no run reuses another's
 transcripts. The file is cut into parts of `--chunk-s` so N workers have work.
 
-With `--link`, the remote runs get the speech as a link instead: an MP3 served over HTTP on
-127.0.0.1 behind a page that states its duration (JSON-LD, as video sites do), so the client
-plans time ranges from the page and each worker downloads the link and transcribes its range.
+With `--link`, the remote runs get the speech as a link instead: an M4A (AAC, what video sites
+serve as audio; `--ext mp3` for an MP3) served over HTTP on 127.0.0.1 behind a page that states
+its duration (JSON-LD, as video sites do), so the client plans time ranges from the page and
+each worker reads only its range of the media (engine.relay). `--bare` sends the media's own
+link: the client reads its length from the media's header. The server counts the bytes it
+sends in each run: what the workers read (and the client's look at the link), beside what a
+whole download per worker would cost.
 
     python bench/fanout.py [--minutes 10] [--workers 4] [--chunk-s 160] [--model bundled] [--runs 1]
-    python bench/fanout.py --link --minutes 5 --chunk-s 75
+    python bench/fanout.py --link [--bare] [--ext m4a] --minutes 5 --chunk-s 75
 
 Goals: remote with N workers at least 0.8 × min(N, cores) times as fast as with 1 worker; the
 1-worker run at most 1.15 × the local run.
@@ -39,6 +43,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +53,7 @@ from cloud.detect import Kind, Target  # noqa: E402
 from cloud.serverless import ServerlessBackend  # noqa: E402
 from engine.pipeline import Engine, EngineOptions  # noqa: E402
 from engine.protocol import JobSpec, ResultEvent, Source  # noqa: E402
-from tests.support.http_server import serve_directory  # noqa: E402
+from tests.support.http_server import Traffic, serve_directory  # noqa: E402
 from tests.support.runpod_standin import serve_runpod  # noqa: E402
 from tests.support.runpod_workers import WorkerPool  # noqa: E402
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize  # noqa: E402
@@ -94,29 +99,51 @@ def spec_for(wav: Path, model: str) -> JobSpec:
     return JobSpec(source=Source(path=str(wav), title=wav.stem), whisper_model=model)
 
 
-def serve_link(stack: ExitStack, wav: Path, duration: float, folder: Path) -> str:
-    """The speech as a link: an MP3 (encoded once, cached) served on 127.0.0.1 behind a page
-    whose JSON-LD gives its duration; the page's URL."""
-    mp3 = wav.with_suffix(".mp3")
-    if not mp3.is_file():
-        partial = mp3.with_name(f".{mp3.name}.part")
-        encode = ["-i", str(wav), "-ac", "1", "-b:a", "64k", "-f", "mp3", str(partial)]
-        subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", *encode], check=True)
-        os.replace(partial, mp3)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / mp3.name).symlink_to(mp3)
-    base = stack.enter_context(serve_directory(folder))
+def serve_link(stack: ExitStack, wav: Path, link: Link) -> str:
+    """The speech as a link: `link.ext` audio (encoded once, cached) served on 127.0.0.1,
+    counting what is sent, behind a page whose JSON-LD gives its duration (or bare); the URL."""
+    audio = wav.with_suffix(f".{link.ext}")
+    if not audio.is_file():
+        partial = audio.with_name(f".{audio.name}.part")
+        codec = ["-c:a", "aac"] if link.ext == "m4a" else []
+        encode = ["-i", str(wav), "-ac", "1", *codec, "-b:a", "64k", "-f", link.muxer]
+        subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *encode, str(partial)], check=True
+        )
+        os.replace(partial, audio)
+    link.folder.mkdir(parents=True, exist_ok=True)
+    (link.folder / audio.name).symlink_to(audio)
+    link.size = audio.stat().st_size
+    base = stack.enter_context(serve_directory(link.folder, traffic=link.traffic))
+    if link.bare:
+        return f"{base}/{audio.name}"
     page = {
         "@context": "https://schema.org",
         "@type": "VideoObject",
         "name": "Planning a summer holiday",  # the title primes Whisper, as for any link
         "uploadDate": "2024-01-01",
-        "contentUrl": f"{base}/{mp3.name}",
-        "duration": f"PT{int(duration)}S",
+        "contentUrl": f"{base}/{audio.name}",
+        "duration": f"PT{int(link.duration)}S",
     }
     script = f'<script type="application/ld+json">{json.dumps(page)}</script>'
-    (folder / "watch.html").write_text(f"<html><head>{script}</head><body></body></html>")
+    (link.folder / "watch.html").write_text(f"<html><head>{script}</head><body></body></html>")
     return f"{base}/watch.html"
+
+
+@dataclass
+class Link:
+    """How the remote runs get the speech as a link, and what its server sent."""
+
+    folder: Path
+    duration: float
+    ext: str
+    bare: bool
+    traffic: Traffic = field(default_factory=Traffic)
+    size: int = 0  # the media file's bytes
+
+    @property
+    def muxer(self) -> str:
+        return "ipod" if self.ext == "m4a" else self.ext
 
 
 class Local:
@@ -154,6 +181,10 @@ class Remote:
         elapsed = time.perf_counter() - start
         return elapsed, _result(events, f"{self.workers} worker(s)")
 
+    def busy(self) -> int:
+        """How many of the workers have taken a part so far."""
+        return len({job.worker for job in self.standin.jobs.values() if job.worker})
+
 
 def _result(events: list, what: str) -> ResultEvent:
     if not isinstance(events[-1], ResultEvent):
@@ -173,32 +204,41 @@ def main() -> None:
     parser.add_argument("--model", default="bundled")
     parser.add_argument("--runs", type=int, default=1, help="rounds of the three runs (medians)")
     parser.add_argument("--link", action="store_true", help="remote runs get it as a link")
+    parser.add_argument("--bare", action="store_true", help="the link is the media itself")
+    parser.add_argument("--ext", choices=["m4a", "mp3"], default="m4a", help="the link's media")
     args = parser.parse_args()
 
     wav, audio_s, script = long_clip(args.minutes)
     cores = os.cpu_count() or 1
     times: dict[str, list[float]] = {"local": [], "one": [], "many": []}
+    served: dict[str, list[int]] = {"one": [], "many": []}  # bytes the link's server sent
     with tempfile.TemporaryDirectory(prefix="subtide-bench-") as tmp, ExitStack() as stack:
         home = Path(tmp)
         local = Local(args.model, home / "local-cache")
         one = Remote(stack, args.model, 1, home)
         many = Remote(stack, args.model, args.workers, home)
         remote = spec_for(wav, args.model)
+        link = Link(home / "site", audio_s, args.ext, args.bare)
         if args.link:
-            url = serve_link(stack, wav, audio_s, home / "site")
+            url = serve_link(stack, wav, link)
             remote = JobSpec(source=Source(url=url), whisper_model=args.model)
         for _ in range(args.runs):  # alternated, so drift in the machine's speed hits all three
             seconds, local_result = local.run(wav)
             times["local"].append(seconds)
+            mark = link.traffic.bytes_sent
             seconds, one_result = one.run(remote, args.chunk_s)
             times["one"].append(seconds)
+            served["one"].append(link.traffic.bytes_sent - mark)
+            mark = link.traffic.bytes_sent
             seconds, many_result = many.run(remote, args.chunk_s)
             times["many"].append(seconds)
+            served["many"].append(link.traffic.bytes_sent - mark)
         parts = len(one.standin.jobs) // args.runs
+        busy = {"one": one.busy(), "many": many.busy()}
 
     local_s, one_s, many_s = (statistics.median(times[k]) for k in ("local", "one", "many"))
     goal = 0.8 * min(args.workers, cores)
-    sent = "a link (MP3 over HTTP, time ranges)" if args.link else "the file"
+    sent = f"a link ({args.ext.upper()} over HTTP, time ranges)" if args.link else "the file"
     print(f"file: {audio_s / 60:.1f} min of speech and pauses, model: {args.model}; sent: {sent}")
     print(f"cpu cores: {cores}, parts: {parts} of about {args.chunk_s:g} s, one thread each")
     print(f"runs: {args.runs}, medians of each; all times: " + _all(times))
@@ -207,6 +247,8 @@ def main() -> None:
     print(f"serverless, {args.workers} workers   {many_s:7.1f} s")
     print(f"speed-up {args.workers} workers / 1: {one_s / many_s:.2f}  (goal >= {goal:.2f})")
     print(f"overhead 1 worker / local: {one_s / local_s:.3f}  (goal <= 1.15)")
+    if args.link:
+        _print_bytes(link, served, busy)
     last = {"local": local_result, "1 worker": one_result, f"{args.workers} workers": many_result}
     for name, result in last.items():
         timings = ", ".join(f"{k} {v:.1f}" for k, v in result.timings.items())
@@ -214,6 +256,19 @@ def main() -> None:
     # Compressed parts are heard as well as the whole file: the same word error rate.
     errors = ", ".join(f"{name} {wer(script, _text(r)):.3f}" for name, r in last.items())
     print(f"WER against the script: {errors}")
+
+
+def _print_bytes(link: Link, served: dict[str, list[int]], busy: dict[str, int]) -> None:
+    """What the link's server sent per run (medians), per worker that took parts, beside a whole
+    download per worker (what each worker fetched before ranges were read by themselves)."""
+    print(f"link's media: {link.size / 1e6:.2f} MB ({link.ext}, {'bare' if link.bare else 'page'})")
+    for name, label in (("one", "1 worker "), ("many", f"{busy['many']} workers")):
+        total = statistics.median(served[name])
+        each = total / max(busy[name], 1)
+        print(
+            f"bytes read, {label}: {total / 1e6:6.2f} MB in all, {each / 1e6:6.2f} MB per worker "
+            f"({each / link.size:.0%} of the file; a whole download each: 100%)"
+        )
 
 
 def _all(times: dict[str, list[float]]) -> str:

@@ -10,10 +10,11 @@ A local file never travels as a path: its audio goes inside the payload as compr
 (`cloud.audio`). A long file is cut at pauses into parts that run as parallel jobs, one per
 worker as the endpoint scales out, and their Events are merged into those of one job.
 
-A long link is shared out by time: its length comes from the page (yt-dlp metadata, no media
-download), and each part sends the link with a time range that overlaps its neighbours' by a
-few seconds, so a word at a boundary is heard whole by one of them. The seam between two parts
-then goes to a pause both heard, and each cue is kept from one part only.
+A long link is shared out by time: its length comes from the page (yt-dlp metadata) or, for a
+bare media file, from the media's header (`media.link_duration`), never from a download of the
+media. Each part sends the link with a time range that overlaps its neighbours' by a few
+seconds, so a word at a boundary is heard whole by one of them. The seam between two parts then
+goes to a pause both heard, and each cue is kept from one part only.
 
 Parts are one job to the user: the language heard in the first part is sent with the others
 (unless the job names one), and the speakers of every part are linked by voice into one set
@@ -298,9 +299,11 @@ class ServerlessBackend:
                 "could not read %s here (%s): sent as one job", media.host_label(url), exc.message
             )
             return whole
-        duration = _seconds(info.get("duration"))
         # A video with captions is read from them, in moments, by one worker.
-        if duration <= self.chunk_s or (_may_use_captions(job) and captions.list_tracks(info)):
+        if _may_use_captions(job) and captions.list_tracks(info):
+            return whole
+        duration = _seconds(info.get("duration")) or self._media_length(url, info)
+        if duration <= self.chunk_s:
             return whole
         pieces = audio.plan_pieces(duration, [], self.chunk_s)  # even: no pauses known yet
         parts = [_Part(p.index, p, reach=_reach(p, len(pieces))) for p in pieces]
@@ -308,6 +311,16 @@ class ServerlessBackend:
         plan = _Plan(job, parts, title=title, duration=duration, language=job.source_lang)
         plan.timings["prepare"] = time.monotonic() - mark
         return plan
+
+    def _media_length(self, url: str, info: dict[str, Any]) -> float:
+        """The length of a link whose page does not state it (a bare media file), read from
+        the media's own header through the guarded relay, without downloading the media; 0
+        when it can't be told here (the link then runs as one job)."""
+        try:
+            return media.link_duration(url, allow_private=self.allow_private_urls, info=info)
+        except SubtideError as exc:
+            log.info("could not read the length of %s (%s)", media.host_label(url), exc.message)
+            return 0.0
 
     def _follow(self, plan: _Plan, merge: _Merge) -> Iterator[Event]:
         pending = deque(plan.parts)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.asr_worker import Job, Load, RawSegment
 from engine.protocol import SubtideError, Word
-from engine.timing import SpeechSnapper, speech_regions
+from engine.stop import Stop, cancelled, never
+from engine.timing import SpeechSnapper
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,6 +67,9 @@ class Segment:
     avg_logprob: float = 0.0
     no_speech_prob: float = 0.0
     compression_ratio: float = 1.0
+    # The decoding window it came from: where faster-whisper began it, in 10 ms frames of the
+    # audio it decoded (the speech only, when VAD is on). A resumed job starts at a window.
+    seek: int = 0
 
 
 @dataclass(frozen=True)
@@ -237,7 +247,9 @@ def pick_device(device: str = "auto", compute_type: str = "auto") -> tuple[str, 
 
 
 class Transcriber:
-    """One loaded Whisper model; `transcribe` yields segments as they are decoded."""
+    """One Whisper model, loaded in a process of its own (engine/asr_worker.py); `transcribe`
+    yields segments as they are decoded. A stop kills that process: a CTranslate2 call cannot
+    be interrupted, and one takes seconds on a CPU. The next job starts it again."""
 
     def __init__(
         self,
@@ -247,58 +259,155 @@ class Transcriber:
         compute_type: str = "auto",
         cpu_threads: int = 0,
         batch_size: int = 16,
+        stop: Stop = never,
     ) -> None:
-        from faster_whisper import BatchedInferencePipeline, WhisperModel
-
         self.device, self.compute_type = pick_device(device, compute_type)
         self.name = choice.name
-        self.batch_size = batch_size
-        try:
-            self._model = WhisperModel(
-                choice.path,
-                device=self.device,
-                compute_type=self.compute_type,
-                cpu_threads=cpu_threads,
-                local_files_only=True,
-            )
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise SubtideError(
-                "model_unavailable",
-                f"Could not load Whisper model {choice.name} on {self.device}: "
-                f"{str(exc).splitlines()[0][:200]}",
-                hint="Check the model folder, or try device 'cpu' / model 'bundled'.",
-            ) from exc
-        # Batched decoding pays off on a GPU; on a CPU it returns ~30 s segments, which would
-        # delay the first cue, so plain sequential decoding streams better there.
-        self._pipeline: Any = (
-            BatchedInferencePipeline(self._model) if self.device == "cuda" else self._model
-        )
+        self._load = Load(choice.path, self.device, self.compute_type, cpu_threads, batch_size)
+        self._worker: _Worker | None = None
+        # A model that can't load says so now, not mid-job.
+        self._ready_worker(stop)
 
     def transcribe(
-        self, audio: np.ndarray, options: DecodeOptions
+        self, audio: np.ndarray, options: DecodeOptions, stop: Stop = never, resume_seek: int = 0
     ) -> tuple[TranscriptInfo, Iterator[Segment]]:
-        kwargs: dict[str, Any] = {
-            "language": options.language,
-            "beam_size": options.beam_size,
-            "vad_filter": options.vad,
-            "word_timestamps": True,
-            "initial_prompt": options.initial_prompt,
-            # Conditioning on earlier text is the main cause of Whisper's repetition loops.
-            "condition_on_previous_text": False,
-        }
-        if self._pipeline is not self._model:
-            kwargs["batch_size"] = self.batch_size
-        snapper = SpeechSnapper(speech_regions(audio) if options.vad else [])
-        segments, info = self._pipeline.transcribe(audio, **kwargs)
-        meta = TranscriptInfo(info.language, info.language_probability, info.duration)
-        return meta, (_segment(s, snapper) for s in segments)
+        """The transcript's info, once the language is known, and its segments as they come.
+        `stop` is asked while waiting: when it says so, the model's process is killed and a
+        `cancelled` SubtideError raised. `resume_seek` (a `Segment.seek`) decodes from that
+        window on, as a whole run would have (give the language the run found)."""
+        worker = self._ready_worker(stop)
+        job = Job(
+            options.language, options.initial_prompt, options.beam_size, options.vad, resume_seek
+        )
+        worker.send(job, audio.astype("float32", copy=False).tobytes())
+        try:
+            _, language, probability, duration, regions = worker.receive(stop)
+        except BaseException:
+            worker.close()
+            raise
+        meta = TranscriptInfo(language, probability, duration)
+        return meta, _segments(worker, SpeechSnapper(regions), stop)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether `transcribe` can start at a window (`resume_seek`): sequential decoding
+        can; batched decoding (CUDA) cuts the speech into chunks of its own."""
+        return self.device != "cuda"
+
+    def _ready_worker(self, stop: Stop) -> _Worker:
+        # A worker still busy had its segments left unread (nobody closed them): it is mid-job.
+        if self._worker is None or self._worker.closed or self._worker.busy:
+            self.close()
+            self._worker = _Worker(self._load, self.name, stop)
+        return self._worker
+
+    def close(self) -> None:
+        """Ends the model's process (and frees its memory); `transcribe` would start it again."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
 
 
-def _segment(raw: Any, snapper: SpeechSnapper) -> Segment:
+def _segments(worker: _Worker, snapper: SpeechSnapper, stop: Stop) -> Iterator[Segment]:
+    try:
+        while (reply := worker.receive(stop))[0] == "segment":
+            yield _segment(reply[1], snapper)
+    finally:
+        # Left before its end (a stop, an error, a consumer that stopped reading): the process
+        # is mid-job, so it goes.
+        if worker.busy:
+            worker.close()
+
+
+class _Worker:
+    """The model's process and the two pipes to it."""
+
+    _POLL_S = 0.05  # how often a stop is asked for while waiting: the stop's latency
+
+    def __init__(self, load: Load, name: str, stop: Stop) -> None:
+        self._name = name
+        self.busy = False  # a job was sent and its end not yet read
+        requests_in, self._requests = multiprocessing.Pipe(duplex=False)
+        self._replies, replies_out = multiprocessing.Pipe(duplex=False)
+        fds = (requests_in.fileno(), replies_out.fileno())
+        env = dict(os.environ)
+        # `engine` must import in the child as it does here, also where no package installs it.
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", "engine.asr_worker", *map(str, fds)]
+        self._process = subprocess.Popen(command, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
+        # Only the child holds its ends now, so its death reads as the end of the pipe here.
+        requests_in.close()
+        replies_out.close()
+        self._finalizer = weakref.finalize(self, _end, self._process, self._requests)
+        self._requests.send(load)
+        try:
+            self.receive(stop)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def send(self, job: Job, audio: bytes) -> None:
+        self.busy = True
+        try:
+            self._requests.send(job)
+            self._requests.send_bytes(audio)
+        except OSError:  # the process died since its last job
+            raise self._died() from None
+
+    def receive(self, stop: Stop) -> tuple[Any, ...]:
+        """The next reply, waiting for it while `stop` says go on; an error reply raises."""
+        while not self._replies.poll(self._POLL_S):
+            if stop():
+                self.close()
+                raise cancelled()
+        try:
+            reply: tuple[Any, ...] = self._replies.recv()
+        except (EOFError, OSError):
+            raise self._died() from None
+        if reply[0] == "error":
+            raise SubtideError(
+                "model_unavailable",
+                f"Could not load Whisper model {self._name}: {reply[1]}",
+                hint="Check the model folder, or try device 'cpu' / model 'bundled'.",
+            )
+        self.busy = reply[0] not in ("end", "failed")
+        if reply[0] == "failed":
+            raise SubtideError("internal", f"Transcription failed: {reply[1]}", _RETRY)
+        return reply
+
+    def _died(self) -> SubtideError:
+        code = self._process.wait()
+        self.close()
+        return SubtideError(
+            "internal",
+            f"The speech model's process ended unexpectedly (exit code {code}).",
+            "It may have run out of memory: try a smaller model, or close other programs. "
+            + _RETRY,
+        )
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+_RETRY = "Try again; if it happens again, report it with the log output."
+
+
+def _end(process: subprocess.Popen[bytes], requests: Connection) -> None:
+    requests.close()
+    process.kill()
+    process.wait()
+
+
+def _segment(raw: RawSegment, snapper: SpeechSnapper) -> Segment:
     words = tuple(
-        Word(start=w.start, end=w.end, text=w.word, probability=w.probability)
-        for w in raw.words or ()
-        if w.word.strip()
+        Word(start=w.start, end=w.end, text=w.text, probability=w.probability)
+        for w in raw.words
+        if w.text.strip()
     )
     if not words and raw.text.strip():
         words = spread_words(raw.text, raw.start, raw.end)
@@ -311,6 +420,7 @@ def _segment(raw: Any, snapper: SpeechSnapper) -> Segment:
         avg_logprob=raw.avg_logprob,
         no_speech_prob=raw.no_speech_prob,
         compression_ratio=raw.compression_ratio,
+        seek=raw.seek,
     )
 
 

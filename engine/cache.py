@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from engine.asr import DecodeOptions, Segment, TranscriptInfo
 from engine.files import write_atomic
+from engine.journal import Journal, segment_from_dict, segment_to_dict
 from engine.media import Download
-from engine.protocol import Word
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,6 +44,7 @@ class Cache:
         self._transcripts = root / "transcripts"
         self._batches = root / "translations"
         self._audio = root / "audio"
+        self._journals = root / "journals"
 
     @staticmethod
     def transcript_key(audio: np.ndarray, model: str, options: DecodeOptions) -> str:
@@ -56,7 +57,7 @@ class Cache:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             info = TranscriptInfo(**data["info"])
-            segments = [_segment_from_dict(s) for s in data["segments"]]
+            segments = [segment_from_dict(s) for s in data["segments"]]
         except FileNotFoundError:
             return None
         except (ValueError, KeyError, TypeError):
@@ -67,8 +68,12 @@ class Cache:
         return info, segments
 
     def put_transcript(self, key: str, info: TranscriptInfo, segments: list[Segment]) -> None:
-        data = {"info": asdict(info), "segments": [_segment_to_dict(s) for s in segments]}
+        data = {"info": asdict(info), "segments": [segment_to_dict(s) for s in segments]}
         write_atomic(self._transcripts / key[:2] / f"{key}.json", json.dumps(data))
+
+    def journal(self, key: str) -> Journal:
+        """The checkpoint of the transcription whose cache key is `key` (see engine.journal)."""
+        return Journal(self._journals / key[:2] / f"{key}.jsonl")
 
     def get_batch(self, key: str) -> list[str] | None:
         """A translated batch: its lines in the order they were sent."""
@@ -132,7 +137,12 @@ class Cache:
         for entry in _children(self._audio):
             if self._expired(entry / "meta.json", now):
                 freed += _remove(entry)
-        entries = [*_children(self._audio), *_files(self._transcripts), *_files(self._batches)]
+        entries = [
+            *_children(self._audio),
+            *_files(self._transcripts),
+            *_files(self._batches),
+            *_files(self._journals, "*.jsonl"),
+        ]
         sizes = {e: _size(e) for e in entries}
         total, budget = sum(sizes.values()), self.limits.max_size_mb * 1024 * 1024
         for entry in sorted(entries, key=_mtime):
@@ -154,23 +164,12 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _segment_to_dict(segment: Segment) -> dict:
-    data = asdict(segment)
-    data["words"] = [w.model_dump() for w in segment.words]
-    return data
-
-
-def _segment_from_dict(data: dict) -> Segment:
-    words = tuple(Word(**w) for w in data.pop("words"))
-    return Segment(words=words, **data)
-
-
 def _children(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
 
 
-def _files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*.json") if p.is_file()] if folder.is_dir() else []
+def _files(folder: Path, pattern: str = "*.json") -> list[Path]:
+    return [p for p in folder.rglob(pattern) if p.is_file()] if folder.is_dir() else []
 
 
 def _size(path: Path) -> int:

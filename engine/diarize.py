@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from engine.cues import build_cues
 from engine.protocol import Cue, Style, Word
+from engine.stop import Stop
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,6 +43,9 @@ class Diarization:
     voices: dict[str, list[float]]
 
 
+DiarizeRun = Callable[[Stop], "Diarization | list[Turn]"]
+
+
 class Diarizer(Protocol):
     def diarize(
         self,
@@ -50,6 +54,7 @@ class Diarizer(Protocol):
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        stop: Stop = ...,
     ) -> list[Turn]: ...
 
 
@@ -64,23 +69,27 @@ class VoiceDiarizer(Protocol):
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        stop: Stop = ...,
     ) -> Diarization: ...
 
 
 class SpeakerTrack:
-    """Diarization running in its own thread beside transcription, then labelling cues."""
+    """Diarization running in its own thread beside transcription, then labelling cues. `run`
+    is given a stop to ask between its steps; `close` (the job ended) says stop."""
 
-    def __init__(
-        self, run: Callable[[], Diarization | list[Turn]], names: dict[str, str], style: Style
-    ) -> None:
+    def __init__(self, run: DiarizeRun, names: dict[str, str], style: Style) -> None:
         self._names, self._style = names, style
         self._result: Future[Diarization] = Future()
+        self._closed = threading.Event()
         thread = threading.Thread(target=self._work, args=(run,), name="diarize", daemon=True)
         thread.start()
 
-    def _work(self, run: Callable[[], Diarization | list[Turn]]) -> None:
+    def close(self) -> None:
+        self._closed.set()
+
+    def _work(self, run: DiarizeRun) -> None:
         try:
-            found = run()
+            found = run(self._closed.is_set)
             # A diarizer without voice embeddings gives turns alone.
             self._result.set_result(
                 found if isinstance(found, Diarization) else Diarization(found, {})

@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.diarize import Diarization, Turn
 from engine.protocol import SubtideError
+from engine.stop import Stop, never, stopped_if
 
 SAMPLE_RATE = 16000
 _HINT = "pip install --no-deps resemblyzer==0.1.4"
@@ -84,6 +85,7 @@ class BuiltinDiarizer:
         min_speakers: int | None = None,
         max_speakers: int | None = None,
         speech: list[Region] | None = None,
+        stop: Stop = never,
     ) -> list[Turn]:
         """Speaker turns in `audio` (float32 mono), sorted, non-overlapping, inside speech."""
         return self.diarize_voices(
@@ -93,6 +95,7 @@ class BuiltinDiarizer:
             min_speakers=min_speakers,
             max_speakers=max_speakers,
             speech=speech,
+            stop=stop,
         ).turns
 
     def diarize_voices(
@@ -104,8 +107,10 @@ class BuiltinDiarizer:
         min_speakers: int | None = None,
         max_speakers: int | None = None,
         speech: list[Region] | None = None,
+        stop: Stop = never,
     ) -> Diarization:
-        """The turns, and each speaker's voice: the centroid of the windows clustered as it."""
+        """The turns, and each speaker's voice: the centroid of the windows clustered as it.
+        `stop` is asked between batches of windows (a `cancelled` SubtideError then)."""
         low, high = _speaker_bounds(num_speakers, min_speakers, max_speakers)
         audio = _to_model_rate(np.asarray(audio, dtype=np.float32), sample_rate)
         if speech is None:
@@ -116,19 +121,21 @@ class BuiltinDiarizer:
         windows = _windows(regions)
         if not windows:
             return Diarization([], {})
-        embeddings = self._embed(audio, windows)
+        embeddings = self._embed(audio, windows, stop)
         centroids = _cluster(embeddings, windows, low, high)
         turns, names = _turns(regions, windows, embeddings @ centroids.T)
         voices = {name: centroids[k].astype(float).tolist() for k, name in names.items()}
         return Diarization(turns, voices)
 
-    def _embed(self, audio: np.ndarray, windows: list[_Window]) -> np.ndarray:
+    def _embed(self, audio: np.ndarray, windows: list[_Window], stop: Stop) -> np.ndarray:
         encoder = self._load()
         # Features are made batch by batch, so an hour of audio never holds all of them at once.
-        batches = (windows[k : k + _BATCH] for k in range(0, len(windows), _BATCH))
-        return np.concatenate(
-            [encoder.embed(np.stack([_window_mel(audio, w) for w in batch])) for batch in batches]
-        )
+        embedded = []
+        for k in range(0, len(windows), _BATCH):
+            stopped_if(stop)
+            batch = windows[k : k + _BATCH]
+            embedded.append(encoder.embed(np.stack([_window_mel(audio, w) for w in batch])))
+        return np.concatenate(embedded)
 
     def _load(self) -> _Encoder:
         with self._lock:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.diarize import Turn
 from engine.protocol import SubtideError
+from engine.stop import Stop, never, stopped_if
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,9 +114,11 @@ class PyannoteDiarizer:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        stop: Stop = never,
     ) -> list[Turn]:
         """Turns of float32 mono `audio`, sorted by start, speakers named SPEAKER_1, SPEAKER_2,
-        ... in order of first appearance. The speaker counts are passed to the pipeline."""
+        ... in order of first appearance. The speaker counts are passed to the pipeline.
+        `stop` is asked after each of its batches (a `cancelled` SubtideError then)."""
         import torch
 
         # Audio goes in memory: pyannote's own file decoding (torchcodec) is not needed.
@@ -125,6 +128,8 @@ class PyannoteDiarizer:
             num_speakers=num_speakers,
             min_speakers=min_speakers,
             max_speakers=max_speakers,
+            # pyannote calls its hook after each step and batch: the place to stop it.
+            hook=lambda *_, **__: stopped_if(stop),
         )
         return _turns(_annotation(output), duration=len(audio) / sample_rate)
 

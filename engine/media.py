@@ -1,5 +1,8 @@
 """Sources to local media (yt-dlp, behind an SSRF guard), and media to 16 kHz mono audio (ffmpeg).
 
+A time range of a link is read through a relay on 127.0.0.1 (engine.relay) that fetches, through
+the same guard, only the bytes ffmpeg asks for as it seeks to the range and decodes it.
+
 Every failure a user can cause becomes a `SubtideError` whose message names the file by its base
 name only and the link by its host only, so neither machine paths nor secrets in a query string
 reach a client.
@@ -15,6 +18,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +29,7 @@ from urllib.parse import urlsplit
 from engine.ffmpeg import require_file, run_on
 from engine.files import write_atomic
 from engine.protocol import SubtideError
+from engine.relay import RangeRelay, RelayError, Upstream
 from engine.url_guard import Resolver, UrlGuard
 
 if TYPE_CHECKING:
@@ -53,6 +58,9 @@ class Probe:
 class Download:
     path: Path
     title: str | None
+    # Set when `path` holds only a time range of the link (`download_range`): the length of
+    # the link's audio in seconds, as its header states (0: not stated).
+    whole_s: float | None = None
 
 
 # --- Downloads ---------------------------------------------------------------------------------
@@ -119,6 +127,61 @@ def download(
             guard.check_url(origin)
         info = ydl.process_ie_result(info, download=True)
     return Download(Path(info["requested_downloads"][0]["filepath"]), info.get("title"))
+
+
+def download_range(
+    url: str,
+    dest_dir: Path,
+    *,
+    start: float | None,
+    end: float | None,
+    allow_private: bool,
+    on_progress: Callable[[float], None] | None = None,
+    socket_timeout: float = 30,
+    info: dict[str, Any] | None = None,
+    resolver: Resolver = socket.getaddrinfo,
+) -> Download | None:
+    """Only the time range `start`–`end` (seconds; None: from the start / to the end) of the
+    audio behind `url`, as a 16 kHz mono WAV in `dest_dir`. ffmpeg seeks in the media through a
+    relay (engine.relay), so about the range's own bytes are fetched, every one through the
+    guard. A container with an index (MP4, WebM, ...) is entered where the range starts; one
+    without (MP3) is read from its start, as only that keeps the range's times exact. None
+    when the media can't be read by range: a stream in fragments (HLS, DASH), formats to
+    merge, a server that ignores Range, a container ffprobe can't read from a link; the caller
+    then downloads it whole. `on_progress` is called every quarter second (also when nothing
+    moved): raising in it stops the read."""
+    url = url.strip()
+    guard = UrlGuard(allow_private=allow_private, resolver=resolver)
+    host = host_label(url)
+    with _session(url, guard, socket_timeout=socket_timeout, dest_dir=dest_dir) as ydl:
+        info = info or _single_video(ydl.extract_info(url, download=False))
+        with _relayed(ydl, info) as relay:
+            probed = _probe_relayed(relay, host, on_progress) if relay else None
+            if relay is None or probed is None:
+                return None
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            path = dest_dir / "range.wav"
+            _decode_relayed(relay, host, path, start, end, probed, on_progress)
+    return Download(path, info.get("title"), whole_s=probed.audio_duration)
+
+
+def link_duration(
+    url: str,
+    *,
+    allow_private: bool,
+    info: dict[str, Any] | None = None,
+    socket_timeout: float = 30,
+) -> float:
+    """How long the media behind `url` lasts, for links whose page does not say (a bare media
+    file): ffprobe reads its header and index through the relay, not the media. 0 when that
+    can't tell (see `download_range`)."""
+    url = url.strip()
+    guard = UrlGuard(allow_private=allow_private)
+    with _session(url, guard, socket_timeout=socket_timeout) as ydl:
+        info = info or _single_video(ydl.extract_info(url, download=False))
+        with _relayed(ydl, info) as relay:
+            probed = _probe_relayed(relay, host_label(url)) if relay else None
+    return probed.duration if probed else 0.0
 
 
 def fetch_bytes(
@@ -265,6 +328,153 @@ def _media_origins(info: dict[str, Any]) -> set[str]:
     return {f"{parts.scheme}://{parts.netloc}" for parts in map(urlsplit, urls)}
 
 
+# --- Ranges of a link, read through the relay -----------------------------------------------
+
+# ffmpeg reads the relay over plain HTTP and nothing else (no file, no other protocol), and only
+# containers that hold their media themselves: a playlist (HLS, DASH, concat) would send it on
+# to addresses of its own, past the relay and the guard. Its receive buffer is bounded, so the
+# relay sees when it stops reading (see engine.relay).
+_RELAY_INPUT = [
+    "-protocol_whitelist",
+    "http,tcp",
+    "-format_whitelist",
+    "mov,matroska,mp3,ogg,wav,flac,aac,asf,avi,flv,mpegts,mpeg,aiff,caf,w64,ac3,eac3,amr",
+    "-recv_buffer_size",
+    "131072",
+    "-seek2any",
+    "1",
+]
+_RANGE_RATE = 16000  # a range is stored as 16 kHz mono WAV, what transcription reads
+_TICK_S = 0.25
+
+
+@contextmanager
+def _relayed(ydl: Any, info: dict[str, Any]) -> Iterator[RangeRelay | None]:
+    """A relay to the media yt-dlp chose in `info`, when that is one file it would fetch over
+    plain HTTP(S) from a server that answers byte ranges; else None."""
+    if not _one_plain_file(ydl, info):
+        yield None
+        return
+    # As yt-dlp's HTTP downloader: the chunk size a site asks for, as it slows long requests.
+    chunk = (info.get("downloader_options") or {}).get("http_chunk_size") or 0
+    relay = RangeRelay(_range_opener(ydl, info), max_chunk=chunk, suffix=info.get("ext") or "")
+    with relay:
+        yield relay if relay.seekable() else None
+
+
+def _one_plain_file(ydl: Any, info: dict[str, Any]) -> bool:
+    """Whether yt-dlp would fetch the chosen media as one file with its own HTTP downloader."""
+    from yt_dlp.downloader import get_suitable_downloader
+    from yt_dlp.downloader.http import HttpFD
+
+    if not info.get("url") or info.get("requested_formats") or info.get("is_live"):
+        return False  # formats to merge, or a live stream: no fixed bytes to seek in
+    if info.get("impersonate"):
+        return False  # the site wants a browser's TLS, which only yt-dlp's downloader handles
+    chosen = dict(info)  # get_suitable_downloader writes the protocol into what it is given
+    downloader = get_suitable_downloader(chosen, ydl.params)
+    return downloader is HttpFD and chosen["protocol"] in ("http", "https")
+
+
+def _range_opener(ydl: Any, info: dict[str, Any]) -> Callable[[int, int], Upstream]:
+    """Opens bytes of the chosen media with the request yt-dlp's HTTP downloader would send
+    (the format's headers, no compression), through the guarded session: the link and every
+    redirect hop are judged, and each connection goes only to an address that was judged."""
+    from yt_dlp.networking import Request
+
+    headers = {"Accept-Encoding": "identity", **(info.get("http_headers") or {})}
+
+    def open_range(first: int, last: int) -> Upstream:
+        wanted = f"bytes={first}-{last}"
+        request = Request(info["url"], info.get("request_data"), {**headers, "Range": wanted})
+        return ydl.urlopen(request)
+
+    return open_range
+
+
+def _probe_relayed(
+    relay: RangeRelay, host: str, on_progress: Callable[[float], None] | None = None
+) -> Probe | None:
+    """ffprobe's reading of the relayed media (its header and index only); None when ffprobe
+    can't read it from a link (a container outside `_RELAY_INPUT`'s list)."""
+    command = ["ffprobe", "-v", "error", *_RELAY_INPUT, *_PROBE_OUTPUT, "-i", relay.url]
+    result = _run_relayed(command, lambda: on_progress(0.0) if on_progress else None)
+    _raise_upstream(relay, host)
+    return _probed(result.stdout, f"The media at {host}") if result.returncode == 0 else None
+
+
+def _decode_relayed(
+    relay: RangeRelay,
+    host: str,
+    path: Path,
+    start: float | None,
+    end: float | None,
+    probed: Probe,
+    on_progress: Callable[[float], None] | None,
+) -> None:
+    """The range decoded from the relay into a WAV at `path`. ffmpeg seeks the input (-ss
+    before -i), which over HTTP asks the relay for the bytes from there on, and hangs up once
+    the range is decoded."""
+    length = (end if end is not None else probed.audio_duration) - (start or 0.0)
+    if end is not None and probed.duration > 0:  # where the range ends, were the bitrate even
+        relay.until = round(relay.size * min(end / probed.duration, 1.0))
+    output = [*_MONO, "-ar", str(_RANGE_RATE), "-f", "wav", "-y", str(path)]
+    command = ["ffmpeg", "-nostdin", "-v", "error", *_RELAY_INPUT, *_seek(start, end)]
+
+    def tick() -> None:
+        if on_progress:
+            decoded = path.stat().st_size / (2 * _RANGE_RATE) if path.exists() else 0.0
+            on_progress(min(decoded / length, 1.0) if length > 0 else 0.0)
+
+    result = _run_relayed([*command, "-i", relay.url, *output], tick)
+    _raise_upstream(relay, host)
+    if result.returncode != 0:
+        said = _complaint(result.stderr).replace(relay.url, host).removeprefix(f"{host}: ")
+        raise SubtideError(
+            "bad_input", f"Could not decode the audio of the media at {host}: {said}"
+        )
+
+
+def _run_relayed(
+    command: list[str], tick: Callable[[], None]
+) -> subprocess.CompletedProcess[bytes]:
+    """ffmpeg or ffprobe on the relay, with `tick` called every quarter second while it runs:
+    a tick that raises (a cancel) stops it. Without proxy settings: it only reads 127.0.0.1."""
+    env = {name: value for name, value in os.environ.items() if name.lower() != "http_proxy"}
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except FileNotFoundError:
+        raise SubtideError(
+            "internal", "ffmpeg is not installed", "install ffmpeg (apt-get install ffmpeg)"
+        ) from None
+    with process:
+        while True:
+            try:
+                out, err = process.communicate(timeout=_TICK_S)
+                return subprocess.CompletedProcess(command, process.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                tick()
+            except BaseException:
+                process.kill()
+                raise
+
+
+def _raise_upstream(relay: RangeRelay, host: str) -> None:
+    """The relay's first failure upstream (ffmpeg only saw a 502), as what it is; yt-dlp's
+    errors are worded by `_session`."""
+    error = relay.error
+    if isinstance(error, RelayError):
+        raise SubtideError(
+            "source_unavailable",
+            f"Could not read the media at {host}: {error}",
+            "try again later; if it keeps failing, the server may not support this",
+        )
+    if error is not None:
+        raise error
+
+
 def _download_error(
     error: Exception, text: str, url: str, timeout: float, dest_dir: Path | None
 ) -> SubtideError:
@@ -385,22 +595,26 @@ def _clean_message(message: str, dest_dir: Path | None) -> str:
 # --- Local media -------------------------------------------------------------------------------
 
 
+_PROBE_OUTPUT = ["-print_format", "json", "-show_format", "-show_streams"]
+_MONO = ["-vn", "-sn", "-dn", "-ac", "1"]
+
+
 def probe(path: Path) -> Probe:
     """Duration and streams of a local file; a file without audio is refused."""
     require_file(path)
-    result = run_on(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams"],
-        path,
-    )
+    result = run_on(["ffprobe", "-v", "error", *_PROBE_OUTPUT], path)
     if result.returncode != 0:
         raise _unreadable(path)
-    data = json.loads(result.stdout or b"{}")
+    return _probed(result.stdout, _named(path, starts=True))
+
+
+def _probed(output: bytes, name: str) -> Probe:
+    """ffprobe's JSON about the media `name` (as a message starts it), which needs audio."""
+    data = json.loads(output or b"{}")
     streams = data.get("streams") or []
     kinds = {stream.get("codec_type") for stream in streams if not _is_cover_art(stream)}
     if "audio" not in kinds:
-        raise SubtideError(
-            "bad_input", f"{_named(path, starts=True)} has no audio track", hint=_NO_AUDIO_HINT
-        )
+        raise SubtideError("bad_input", f"{name} has no audio track", hint=_NO_AUDIO_HINT)
     durations = [data.get("format", {}).get("duration")]
     durations += [stream.get("duration") for stream in streams]
     known = [seconds for seconds in map(_seconds, durations) if seconds > 0]
@@ -424,16 +638,8 @@ def decode_audio(
     import numpy
 
     require_file(path)
-    head = ["ffmpeg", "-nostdin", "-v", "error"]
-    if start:
-        head += ["-ss", f"{start:.3f}"]
-    if end is not None:
-        head += ["-t", f"{end - (start or 0.0):.3f}"]
-    result = run_on(
-        head,
-        path,
-        ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "pipe:1"],
-    )
+    head = ["ffmpeg", "-nostdin", "-v", "error", *_seek(start, end)]
+    result = run_on(head, path, [*_MONO, "-ar", str(sample_rate), "-f", "s16le", "pipe:1"])
     if result.returncode != 0:
         detail = _last_line(result.stderr, path)
         if "does not contain any stream" in detail:  # -vn left nothing: there is no audio
@@ -449,6 +655,14 @@ def decode_audio(
         )
     samples = numpy.frombuffer(result.stdout, dtype="<i2")
     return samples.astype(numpy.float32) / 32768.0
+
+
+def _seek(start: float | None, end: float | None) -> list[str]:
+    """ffmpeg's input options for a range: seek first (-ss before -i), then read to `end`."""
+    options = ["-ss", f"{start:.3f}"] if start else []
+    if end is not None:
+        options += ["-t", f"{end - (start or 0.0):.3f}"]
+    return options
 
 
 def write_audio_b64(data_b64: str, dest_dir: Path, *, max_bytes: int = 500_000_000) -> Path:
@@ -510,14 +724,17 @@ def _seconds(value: Any) -> float:
 
 def _last_line(stderr: bytes, path: Path) -> str:
     """ffmpeg's final complaint, naming the file by its base name only."""
-    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    if not lines:
-        return "ffmpeg failed without a message"
-    line = _ANSI.sub("", lines[-1])
+    line = _complaint(stderr)
     name = _named(path)
     for shown in (f"file:{path.resolve()}", str(path.resolve()), str(path)):
         line = line.replace(shown, name)
     return line.removeprefix(f"{name}: ")
+
+
+def _complaint(stderr: bytes) -> str:
+    """ffmpeg's final complaint, as it wrote it."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return _ANSI.sub("", lines[-1]) if lines else "ffmpeg failed without a message"
 
 
 # --- Playlists ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,6 +32,7 @@ from engine.diarize import Diarization, Diarizer, SpeakerTrack, Turn, VoiceDiari
 from engine.ffmpeg import require_file
 from engine.formats import SUBTITLE_SUFFIXES, file_stem, read_subtitles, render_files
 from engine.hallucination import HallucinationFilter
+from engine.journal import Journal
 from engine.languages import check_spoken, check_target, language_name, same_language
 from engine.protocol import (
     CaptionTrack,
@@ -49,6 +51,7 @@ from engine.protocol import (
     TextSource,
     TranslationConfig,
 )
+from engine.stop import Stop, stopped_if
 from engine.translate import LLMConfig, TranslateOptions, Translator
 from engine.translations import Translations
 from engine.url_guard import UrlGuard
@@ -306,16 +309,20 @@ class Engine:
         yield progress.event("decode", message="Reading the audio")
         probed = media.probe(download.path)
         start, end = job.source.start, job.source.end
-        # The whole media was downloaded (see `_fetch`); only the range is decoded, and
-        # transcribing it is the work that a part saves.
-        audio = media.decode_audio(download.path, SAMPLE_RATE, start=start, end=end)
+        if download.whole_s is None:
+            # The whole media is here (see `_fetch`): only the range is decoded, and
+            # transcribing it is the work that a part saves.
+            audio = media.decode_audio(download.path, SAMPLE_RATE, start=start, end=end)
+            expected = _range_length(probed.audio_duration, start, end)
+        else:  # only the range was fetched: the file is the range
+            audio = media.decode_audio(download.path, SAMPLE_RATE)
+            expected = _range_length(download.whole_s, start, end)
         timings["decode"] = time.monotonic() - mark
         duration = len(audio) / SAMPLE_RATE
         if duration < 0.1:
             raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
         # An upload's file is named by its hash: the title says more.
         shown = title or download.path.name
-        expected = _range_length(probed.audio_duration, start, end)
         if _cut_short(duration, expected):
             yield progress.note(
                 f"Only {duration:.1f} s of {expected:.1f} s of {shown} "
@@ -325,9 +332,13 @@ class Engine:
             )
         mark = time.monotonic()
         track = _speaker_track(diarizer, job, audio) if diarizer else None
-        language, translations = yield from self._transcribe(
-            job, audio, title, progress, translator, track
-        )
+        try:
+            language, translations = yield from self._transcribe(
+                job, audio, title, progress, translator, track
+            )
+        finally:
+            if track:  # a job that stopped early stops its diarization too
+                track.close()
         timings["transcribe"] = time.monotonic() - mark
         if not translations.cues():
             yield progress.note(
@@ -633,10 +644,14 @@ class Engine:
             yield progress.event("download", 1.0, message="Using the cached download")
             return cached
         yield progress.event("download", message=f"Downloading from {media.host_label(url)}")
+        if source.ranged:
+            part = yield from self._fetch_range(source, work, progress, listing)
+            if part is not None:
+                return part
 
-        # The whole media even for a range (`_text_of` decodes only the range): yt-dlp fetches
-        # ranges with ffmpeg, outside the guard's sockets, which `media.download` refuses; a
-        # worker given more ranges of one link then downloads it once (the cache).
+        # The whole media: a link, or a range whose media can't be read by range (see
+        # `_fetch_range`), of which `_text_of` decodes only the range; a worker given more
+        # ranges of such a link then downloads it once (the cache).
         def fetch(report: Callable[[float], None]) -> media.Download:
             return media.download(
                 url,
@@ -649,6 +664,29 @@ class Engine:
         download = yield from self._with_progress(fetch, "download", progress)
         return self.cache.put_audio(url, download) if self.options.use_cache else download
 
+    def _fetch_range(
+        self, source: Source, work: Path, progress: _Progress, listing: _Listing | None
+    ) -> Generator[Event, None, media.Download | None]:
+        """Only the range of a link, read through the guarded relay (media.download_range):
+        about the range's bytes, not the whole media's. None when the media can't be read by
+        range (HLS or DASH fragments, a server that ignores Range)."""
+
+        def fetch(report: Callable[[float], None]) -> media.Download | None:
+            return media.download_range(
+                str(source.url),
+                work,
+                start=source.start,
+                end=source.end,
+                allow_private=self.options.allow_private_urls,
+                on_progress=report,  # called every quarter second, so a cancel stops the read
+                info=listing.info if listing else None,
+            )
+
+        part = yield from self._with_progress(fetch, "download", progress)
+        if part is None:
+            yield progress.note("This link can't be read by time range: downloading it whole")
+        return part
+
     def _with_progress(
         self, work: Callable[[Callable[[float], None]], T], stage: Stage, progress: _Progress
     ) -> Generator[Event, None, T]:
@@ -657,8 +695,7 @@ class Engine:
         outcome: dict[str, object] = {}
 
         def report(fraction: float) -> None:
-            if self._cancel.is_set():
-                raise SubtideError("cancelled", "The job was cancelled.")
+            stopped_if(self._cancel.is_set)
             reports.put(fraction)
 
         def target() -> None:
@@ -706,12 +743,9 @@ class Engine:
             info, segments, fresh = cached[0], iter(cached[1]), False
         else:
             transcriber = self._load(choice)
-            yield progress.event("transcribe", message=f"Transcribing with {choice.name}")
-            # Loading, VAD and language detection each take a while: a stop asked meanwhile
-            # is heard between them, not after the first window is decoded too.
-            self._check_cancel()
-            info, decoded = transcriber.transcribe(audio, options)
-            self._check_cancel()
+            resumable = self.options.use_cache and transcriber.resumable
+            journal = self.cache.journal(key) if resumable else None
+            info, decoded = yield from self._decode(transcriber, audio, options, journal, progress)
             segments, fresh = HallucinationFilter()(decoded), True
         yield progress.event(
             "transcribe", message=_language_message(job, info), language=info.language
@@ -740,13 +774,44 @@ class Engine:
             yield progress.note(f"Speakers: {emitter.speaker_count}")
         if fresh and self.options.use_cache:
             self.cache.put_transcript(key, info, kept)
+            self.cache.journal(key).remove()  # the checkpoint became the cache entry
         return info.language, translations
+
+    def _decode(
+        self,
+        transcriber: Transcriber,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        journal: Journal | None,
+        progress: _Progress,
+    ) -> Generator[Event, None, tuple[TranscriptInfo, Iterator[Segment]]]:
+        """Decoded segments, journaled as they come; a journal left by a run that died is
+        taken up where it stopped. The model's process is killed by a stop: heard while it
+        loads, runs the VAD and detects the language, or decodes a window."""
+        stop = self._cancel.is_set
+        checkpoint = journal.checkpoint() if journal else None
+        if checkpoint is None:
+            yield progress.event("transcribe", message=f"Transcribing with {transcriber.name}")
+            info, decoded = transcriber.transcribe(audio, options, stop)
+            done: list[Segment] = []
+        else:
+            at, total = _clock(checkpoint.at), _clock(checkpoint.info.duration)
+            yield progress.event("transcribe", message=f"Resuming at {at} of {total}", notice=True)
+            known = dataclasses.replace(options, language=checkpoint.info.language)
+            _, decoded = transcriber.transcribe(audio, known, stop, resume_seek=checkpoint.seek)
+            info, done = checkpoint.info, checkpoint.segments
+        if journal is None:
+            return info, decoded
+        journal.start(info, done)
+        return info, chain(done, _journaled(decoded, journal))
 
     def _load(self, choice: ModelChoice) -> Transcriber:
         """Loads a model once and keeps it; a different model replaces it (memory is finite)."""
         with self._model_lock:
             current = self._transcriber
             if current is None or current.name != choice.name:
+                if current:
+                    current.close()
                 self._transcriber = None
                 current = Transcriber(
                     choice,
@@ -754,13 +819,13 @@ class Engine:
                     compute_type=self.options.compute_type,
                     cpu_threads=self.options.cpu_threads,
                     batch_size=self.options.batch_size,
+                    stop=self._cancel.is_set,
                 )
                 self._transcriber = current
             return current
 
     def _check_cancel(self) -> None:
-        if self._cancel.is_set():
-            raise SubtideError("cancelled", "The job was cancelled.")
+        stopped_if(self._cancel.is_set)
 
 
 @dataclass(frozen=True)
@@ -947,10 +1012,10 @@ def _speaker_track(diarizer: Diarizer, job: JobSpec, audio: np.ndarray) -> Speak
         "max_speakers": job.max_speakers,
     }
 
-    def run() -> Diarization | list[Turn]:
+    def run(stop: Stop) -> Diarization | list[Turn]:
         if isinstance(diarizer, VoiceDiarizer):
-            return diarizer.diarize_voices(audio, **counts)
-        return diarizer.diarize(audio, **counts)
+            return diarizer.diarize_voices(audio, **counts, stop=stop)
+        return diarizer.diarize(audio, **counts, stop=stop)
 
     return SpeakerTrack(run, job.speaker_names, job.style)
 
@@ -967,9 +1032,19 @@ def _clamp(cue: Cue, duration: float) -> Cue:
     return cue.model_copy(update={"end": duration})
 
 
+def _journaled(segments: Iterator[Segment], journal: Journal) -> Iterator[Segment]:
+    try:
+        for segment in segments:
+            journal.append(segment)
+            yield segment
+    finally:
+        journal.close()
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def engine_version() -> str:

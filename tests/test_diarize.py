@@ -13,7 +13,7 @@ def words(*spans: tuple[str, float, float]) -> list[Word]:
 
 
 def track(turns=TURNS, names=None) -> SpeakerTrack:
-    made = SpeakerTrack(lambda: list(turns), names or {}, Style())
+    made = SpeakerTrack(lambda _: list(turns), names or {}, Style())
     assert made.wait(timeout=5)
     return made
 
@@ -62,7 +62,7 @@ def test_a_cue_of_one_speaker_is_labelled_whole():
 
 
 def test_a_failing_diarizer_raises_when_its_turns_are_asked_for():
-    def broken() -> list[Turn]:
+    def broken(_) -> list[Turn]:
         raise SubtideError("model_unavailable", "no model")
 
     failing = SpeakerTrack(broken, {}, Style())

@@ -230,3 +230,10 @@ def test_silence_has_no_turns(diarizer):
     silence = np.zeros(5 * SAMPLE_RATE, dtype=np.float32)
     assert diarizer.diarize(silence) == []
     assert diarizer.diarize(silence, speech=[]) == []
+
+
+def test_a_stop_ends_it_before_its_next_batch_of_windows(diarizer, three_voices):
+    """Issue 16: a job that is cancelled stops its diarization too."""
+    with pytest.raises(SubtideError) as stopped:
+        diarize(diarizer, three_voices, stop=lambda: True)
+    assert stopped.value.code == "cancelled"

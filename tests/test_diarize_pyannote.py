@@ -232,3 +232,17 @@ class _Refusal(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+def test_a_stop_ends_the_pipeline_between_its_batches(diarizer, clip):
+    """Issue 16: a job that is cancelled stops its diarization too."""
+    _, audio = clip
+    asked = []
+
+    def stop() -> bool:
+        asked.append(True)
+        return len(asked) > 1  # after its first step
+
+    with pytest.raises(SubtideError) as stopped:
+        diarizer.diarize(audio, stop=stop)
+    assert stopped.value.code == "cancelled" and len(asked) == 2

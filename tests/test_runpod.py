@@ -243,8 +243,10 @@ def test_cancel_reaches_the_engine_at_once(
     # The handler's part, on one machine's clock: the SDK's loop was free to hear the stop
     # (it was blocked 1.8-2.2 s between events before). The median: a busy CI may stall one.
     assert statistics.median(heard) < 0.5, heard
-    # The engine stops at its next check, after the Whisper window it is decoding: a hang guard.
-    assert max(stopped) < 10, stopped
+    # The bound: the model's process is killed within 1 s of the stop (the median: a
+    # busy CI may stall one; a window it would otherwise finish takes 1-3 s on a CPU).
+    assert statistics.median(stopped) < 1.0, stopped
+    assert max(stopped) < 10, stopped  # a hang guard
 
 
 def _chunks(standin: StandIn, job_id: str) -> list[Any]:
@@ -260,8 +262,7 @@ def test_execution_timeout_stops_the_engine_and_health(standin, client, media, c
     job_id = client.post("/run", json=body).json()["id"]
     _, status = _follow(client, job_id)
     assert status["status"] == "TIMED_OUT"
-    # A hang guard: the engine checks for a stop only between Whisper windows.
-    assert _stop_latency(worker, job_id) < 15
+    assert _stop_latency(worker, job_id) < 10  # a hang guard; the bound is asserted above
 
     health = client.get("/health").raise_for_status().json()
     assert (

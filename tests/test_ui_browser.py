@@ -15,8 +15,9 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from engine.formats import read_json, read_vtt
-from tests.support.browser import chromium, new_context, serve_app
+from tests.support.browser import chromium, new_context, open_accordion, serve_app
 from tests.support.openai_server import serve_openai
+from tests.support.timing import HANG_GUARD_S
 from ui.handlers import HEARTBEAT_S
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,16 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "ui"
 MODEL = "bundled:tiny.en"
 API_KEY = "sk-browser-test-key"
 KEY_STORAGE = "subtide-llm-key"  # where the page keeps the key (encrypted)
+BACKEND_STORAGE = "subtide-backend"  # and the backend: choice, URL, key
+KEY_BOX = "#llm-key input"
+REMOTE = "Remote (RunPod or a Subtide server)"
+BACKEND_URL = "http://127.0.0.1:9/a-backend-never-called"
+BACKEND_URL_BOX = "#backend-url input, #backend-url textarea"
+BACKEND_KEY = "backend-test-key"
+BACKEND_KEY_BOX = "#backend-key input"
+# Saving or restoring the remembered settings takes well under 2 s on an idle machine; this
+# only catches a hang.
+SETTINGS_GUARD_MS = HANG_GUARD_S * 1000
 # Long enough for a translation to be running when Cancel is pressed.
 SLOW_LLM_S = 3.0
 FIRST_TEXT_CELL = '#cues [data-testid="cell-0-4"]'
@@ -61,6 +72,21 @@ def app_url(cache_root, llm):
         whisper_model=MODEL, llm_base_url=f"{llm.url}/v1", llm_model="gpt-4o-mini"
     )
     with serve_app(build(lambda: engine, defaults=defaults)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def remote_app_url(cache_root):
+    """The app with its Backend section, whose choice, URL and key the browser remembers too."""
+    import cloud
+    from engine.pipeline import Engine, EngineOptions
+    from ui.app import UiDefaults, build
+    from ui.remote import Remote
+
+    engine = Engine(EngineOptions(cache_dir=cache_root, whisper_model=MODEL))
+    remote = Remote(cloud.connect, cloud.check)
+    blocks = build(lambda: engine, remote=remote, defaults=UiDefaults(whisper_model=MODEL))
+    with serve_app(blocks) as url:
         yield url
 
 
@@ -194,23 +220,89 @@ def test_cancel_stops_the_job_and_a_next_run_works(page, clips, llm):
     shot(page, "09-next-run")
 
 
+def test_remembered_settings_come_back_after_every_reload(browser, remote_app_url):
+    context = new_context(browser)
+    page = context.new_page()
+    try:
+        page.goto(remote_app_url)
+        page.wait_for_selector("#run")
+        type_and_leave(page, "Translation provider", KEY_BOX, API_KEY, KEY_STORAGE)
+        open_accordion(page, "Backend", "#backend-mode")
+        before = stored(page, BACKEND_STORAGE)
+        page.get_by_label(REMOTE).check()  # a choice is saved when picked
+        wait_for_save(page, BACKEND_STORAGE, before)
+        page.locator(BACKEND_URL_BOX).first.wait_for()  # shown for the remote choice
+        type_and_leave(page, "Backend", BACKEND_URL_BOX, BACKEND_URL, BACKEND_STORAGE)
+        type_and_leave(page, "Backend", BACKEND_KEY_BOX, BACKEND_KEY, BACKEND_STORAGE)
+
+        # Reloads in a row; every other page is left as soon as it shows, before it may have
+        # finished restoring. No page may lose a value, nor save a blank set over the stored one.
+        for reload in range(6):
+            page.reload()
+            page.wait_for_selector("#run")
+            if reload % 2:
+                open_accordion(page, "Translation provider", KEY_BOX)
+                wait_for_value(page, KEY_BOX, API_KEY)
+                open_accordion(page, "Backend", "#backend-mode")
+                wait_for_value(page, BACKEND_URL_BOX, BACKEND_URL)  # shown once Remote is back
+                wait_for_value(page, BACKEND_KEY_BOX, BACKEND_KEY)
+                assert page.get_by_label(REMOTE).is_checked()
+        everything = page.evaluate("() => JSON.stringify(localStorage)")
+        assert API_KEY not in everything and BACKEND_KEY not in everything  # encrypted at rest
+    finally:
+        context.close()
+
+
 # --- steps --------------------------------------------------------------------------------------
 
 
 def remember_key(page) -> None:
     """Types the API key as a user would, then checks that a reload brings it back."""
-    page.get_by_text("Translation provider").click()
-    key_box = page.locator("#llm-key input")
-    key_box.press_sequentially(API_KEY)
-    key_box.press("Tab")  # the key is saved when the box is left
-    page.wait_for_function(f"() => localStorage.getItem({json.dumps(KEY_STORAGE)}) !== null")
+    type_and_leave(page, "Translation provider", KEY_BOX, API_KEY, KEY_STORAGE)
     page.reload()
     page.wait_for_selector("#run")
-    page.get_by_text("Translation provider").click()
+    open_accordion(page, "Translation provider", KEY_BOX)
+    wait_for_value(page, KEY_BOX, API_KEY)
+    assert page.locator(KEY_BOX).get_attribute("type") == "password"
+
+
+def type_and_leave(page, accordion: str, selector: str, text: str, storage_key: str) -> None:
+    """Types `text` into a remembered box as a user would and leaves the box, which saves the
+    set it belongs to; returns once the page has written that set to `storage_key`."""
+    open_accordion(page, accordion, selector)
+    box = page.locator(selector).first
+    box.press_sequentially(text)
+    # Nothing may cut what was typed: the cut value is what leaving the box would save.
+    assert box.input_value() == text
+    before = stored(page, storage_key)
+    box.press("Tab")  # saved when the box is left
+    wait_for_save(page, storage_key, before)
+
+
+def stored(page, storage_key: str) -> str | None:
+    return page.evaluate("(key) => localStorage.getItem(key)", storage_key)
+
+
+def wait_for_save(page, storage_key: str, before: str | None) -> None:
+    # Each save encrypts afresh (a new salt), so a changed item is a new save.
     page.wait_for_function(
-        f"() => document.querySelector('#llm-key input')?.value === {json.dumps(API_KEY)}"
+        "([key, before]) => localStorage.getItem(key) !== before",
+        arg=[storage_key, before],
+        timeout=SETTINGS_GUARD_MS,
     )
-    assert key_box.get_attribute("type") == "password"
+
+
+def wait_for_value(page, selector: str, value: str) -> None:
+    """Waits until the box shows `value`, as the page restores it from the browser's storage."""
+    try:
+        page.wait_for_function(
+            "([selector, value]) => document.querySelector(selector)?.value === value",
+            arg=[selector, value],
+            timeout=SETTINGS_GUARD_MS,
+        )
+    except PlaywrightTimeout:
+        shown = page.evaluate("(selector) => document.querySelector(selector)?.value", selector)
+        raise AssertionError(f"{selector} shows {shown!r}, not {value!r}") from None
 
 
 def choose_german(page) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -424,16 +425,33 @@ def _backend(remote: Remote | None) -> _BackendSection:
 def _remember(blocks: gr.Blocks, boxes: list[gr.components.Component], storage_key: str) -> None:
     """The values of `boxes` live in the browser's local storage; the server never sends them
     back. Both directions run as browser-only events (no Python function), so a key leaves the
-    browser only inside a job."""
+    browser only inside a job.
+
+    The stored set is put back once, when the page opens; after that, `change` only echoes the
+    page's own saves and the boxes are the truth. Only a save (a user's edit) writes the store;
+    a restore writes boxes, and only those whose stored value differs, and none when nothing is
+    stored: Gradio keeps a write to a box it has not mounted yet (in a closed accordion, or
+    hidden until a choice shows it) and replays it just after the box mounts, so writing back
+    what the boxes held at page load erased what was entered as a box appeared, and leaving
+    the box then saved the cut value."""
     stored = gr.BrowserState(None, storage_key=storage_key, secret=_KEY_SECRET)
+    # Per page (a reload starts afresh): whether the boxes already hold the stored set, or a
+    # newer one the user saved.
+    restored = f"(window.subtideRestored ??= {{}})[{json.dumps(storage_key)}]"
     # Wrapped in an object: BrowserState skips writing a falsy value, so cleared boxes would
     # otherwise leave the old values behind. Saved once per edit: on leaving a text box, on
     # picking a choice.
-    save = "(...values) => ({values})"
+    save = f"(...values) => {{ {restored} = true; return {{values}}; }}"
     for box in boxes:
         event = box.input if isinstance(box, gr.Radio) else box.blur
         event(None, inputs=boxes, outputs=stored, js=save)
-    # The stored value is read back on mount, which fires `change`; on a slow machine that can
-    # come before the page listens, so page load restores too. Nothing stored: boxes unchanged.
-    restore = "(stored, ...current) => stored?.values ?? current"
+    # The stored set is read on mount, which fires `change`; page load may run before that
+    # (then it sees nothing) or after (then `change` may have been missed), so both try.
+    # Returning undefined for a box leaves it alone; nothing stored leaves them all alone.
+    restore = f"""(stored, ...current) => {{
+        const values = stored?.values;
+        if ({restored} || !Array.isArray(values) || values.length !== current.length) return;
+        {restored} = true;
+        return values.map((value, i) => (value === current[i] ? undefined : value));
+    }}"""
     gr.on([stored.change, blocks.load], None, inputs=[stored, *boxes], outputs=boxes, js=restore)

@@ -1,7 +1,11 @@
-"""Our HTTP API (app.server) under real uvicorn on 127.0.0.1, in a thread."""
+"""Our HTTP API (app.server) under real uvicorn on 127.0.0.1: in a thread, or in a process of
+its own that a test can kill as a pod is killed."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,10 +14,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
+
+from tests.support.cli import ROOT
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 @contextmanager
@@ -35,6 +44,61 @@ def running(app: Any, **uvicorn_options: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def app_from_environment() -> FastAPI:
+    """The API as `subtide serve` builds it from the environment, without the Gradio app (its
+    import alone takes seconds): for `uvicorn --factory` in a process of its own."""
+    from app.config import Settings
+    from app.server import create_app
+
+    return create_app(Settings(), mount_ui=False)
+
+
+class ServerProcess:
+    """`app_from_environment` under uvicorn, in a process group of its own (the server and any
+    process it starts), with `environment` added to this process's."""
+
+    def __init__(self, environment: dict[str, str]) -> None:
+        port = closed_port()
+        self.url = f"http://127.0.0.1:{port}"
+        factory = "tests.support.api_server:app_from_environment"
+        command = [sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port)]
+        self._process = subprocess.Popen(
+            [*command, "--host", "127.0.0.1", "--log-level", "warning"],
+            cwd=ROOT,
+            env={**os.environ, **environment},
+            start_new_session=True,
+        )
+
+    def wait_listening(self, seconds: float) -> None:
+        """Until the server answers at all (its models may still be loading)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            assert self._process.poll() is None, "the server exited"
+            try:
+                httpx.get(f"{self.url}/ping", timeout=1)
+                return
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server never answered"
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group, as when a pod is taken back: nothing gets to clean up."""
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(self._process.pid, signal.SIGKILL)
+        self._process.wait()
+
+
+@contextmanager
+def server_process(environment: dict[str, str], seconds: float) -> Iterator[ServerProcess]:
+    """A ServerProcess that answers within `seconds`; killed when the block ends, if alive."""
+    server = ServerProcess(environment)
+    try:
+        server.wait_listening(seconds)
+        yield server
+    finally:
+        server.kill()
 
 
 def closed_port() -> int:

@@ -11,7 +11,7 @@ from tests.support.timing import JOB_HANG_GUARD_S
 
 if TYPE_CHECKING:
     import gradio as gr
-    from playwright.sync_api import Browser, BrowserContext
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline and quiet: no GPU, no QUIC, none of Chromium's own calls home.
@@ -61,6 +61,25 @@ def new_context(browser: Browser, **options: object) -> BrowserContext:
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, **options)
     context.set_default_timeout(JOB_HANG_GUARD_S * 1000)
     return context
+
+
+def open_accordion(page: Page, label: str, inside: str) -> None:
+    """Opens the accordion `label` (unless `inside`, a selector of a box it holds, shows already)
+    and returns once Gradio has finished mounting what it holds, so a box there keeps what is
+    typed into it.
+
+    Gradio renders a closed accordion's content only when it opens, and pushes the values it
+    keeps into the new boxes an animation frame after they mount (up to ~0.3 s after they show
+    on a busy machine): what was typed in between is erased. A person is never that quick; a
+    test types within milliseconds. Gradio asks for that frame before the box shows, so once
+    two more frames have been painted after it shows, the push is done."""
+    box = page.locator(inside).first
+    if not box.is_visible():
+        page.get_by_text(label, exact=True).click()
+        box.wait_for()
+    page.evaluate(
+        "() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))"
+    )
 
 
 def _free_port() -> int:

@@ -1,0 +1,151 @@
+"""The Whisper model's own process: a stop kills it at once, its death is a clear error, it
+never outlives its parent, and the next job starts it again (issue 16)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.asr import DecodeOptions, Transcriber, resolve_model
+from engine.media import decode_audio
+from engine.protocol import SubtideError
+
+# Hang guards: a window decodes in 1-3 s on a busy 2-core CI machine; 10x that.
+HANG_S = 30
+
+
+@pytest.fixture(scope="module")
+def others() -> set[int]:
+    """Model processes of other tests' engines, alive before this module's."""
+    return _model_processes()
+
+
+@pytest.fixture(scope="module")
+def transcriber(tmp_path_factory, others):
+    choice = resolve_model("bundled:tiny.en", tmp_path_factory.mktemp("models"))
+    model = Transcriber(choice)
+    yield model
+    model.close()
+
+
+def _ours(others: set[int]) -> set[int]:
+    return _model_processes() - others
+
+
+@pytest.fixture(scope="module")
+def audio(clips):
+    return decode_audio(clips.dialogue.wav)
+
+
+def _model_processes(parent_pid: int | None = None) -> set[int]:
+    """The children of this process (or of `parent_pid`) that run the model."""
+    parent_pid = parent_pid or os.getpid()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:  # it ended while we looked
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == parent_pid and b"engine.asr_worker" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def _wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + HANG_S
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_stop_kills_the_model_mid_decode_and_the_next_job_runs(transcriber, audio, others):
+    asked: list[float] = []
+    info, segments = transcriber.transcribe(audio, DecodeOptions(), lambda: bool(asked))
+    assert info.language == "en"
+    next(segments)  # decoding has begun
+    assert _ours(others)
+    asked.append(time.monotonic())
+    with pytest.raises(SubtideError) as stopped:
+        list(segments)
+    took = time.monotonic() - asked[0]
+    assert stopped.value.code == "cancelled"
+    assert not _ours(others)
+    # The issue's bound: decoding stops within 1 s of the stop (the wait polls every 0.05 s).
+    assert took < 1.0, took
+
+    _, again = transcriber.transcribe(audio[: 16000 * 8], DecodeOptions())
+    assert any(segment.text for segment in again)
+
+
+def test_a_stop_while_the_model_loads_is_heard(tmp_path):
+    choice = resolve_model("bundled:tiny.en", tmp_path)
+    before = _model_processes()
+    with pytest.raises(SubtideError) as stopped:
+        Transcriber(choice, stop=lambda: True)
+    assert stopped.value.code == "cancelled"
+    assert _model_processes() == before
+
+
+def test_a_model_process_that_dies_is_a_clear_error_and_comes_back(transcriber, audio, others):
+    _, segments = transcriber.transcribe(audio, DecodeOptions())
+    next(segments)
+    for pid in _ours(others):
+        os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    with pytest.raises(SubtideError) as died:
+        list(segments)
+    assert died.value.code == "internal"
+    assert "ended unexpectedly" in died.value.message
+    assert "memory" in (died.value.hint or "")
+
+    _, again = transcriber.transcribe(audio[: 16000 * 8], DecodeOptions())
+    assert any(segment.text for segment in again)
+
+
+def test_a_consumer_that_stops_reading_ends_the_model_process(transcriber, audio, others):
+    _, segments = transcriber.transcribe(audio, DecodeOptions())
+    next(segments)
+    segments.close()  # mid-job: the process can't be reused
+    assert not _ours(others)
+
+
+def test_the_model_process_does_not_outlive_a_killed_parent(tmp_path):
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from engine.asr import Transcriber, resolve_model
+        model = Transcriber(resolve_model("bundled:tiny.en", Path(sys.argv[1])))
+        print("loaded", flush=True)
+        sys.stdin.read()
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert parent.stdout.readline().strip() == "loaded"
+    (child,) = _model_processes(parent.pid)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    _wait_until(lambda: not _alive(child), "the model process outlived its parent")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
