@@ -79,8 +79,9 @@ def test_a_stop_kills_the_model_mid_decode_and_the_next_job_runs(transcriber, au
     took = time.monotonic() - asked[0]
     assert stopped.value.code == "cancelled"
     assert not _ours(others)
-    # The bound: decoding stops within 1 s of the stop (the wait polls every 0.05 s).
-    assert took < 1.0, took
+    # A hang guard (10x the 1 s bound, which tests/test_runpod.py holds as a median of five):
+    # the wait polls every 0.05 s, and the kill is immediate.
+    assert took < 10, took
 
     _, again = transcriber.transcribe(audio[: 16000 * 8], DecodeOptions())
     assert any(segment.text for segment in again)
