@@ -1,14 +1,15 @@
-"""What the pipeline costs against raw faster-whisper, on the same 60 s clip, in one process.
+"""What the pipeline costs against raw faster-whisper on the same clip, in one process.
 
 Baselines, as a user runs them (the model's default threads), consumed to the end:
 `WhisperModel.transcribe` (sequential) and `BatchedInferencePipeline.transcribe` (batch 8),
 with the engine's own options. Measured: `Engine.run` to the final SRT (decode, filter, cues,
-formats, cache write), and when its first cue came. Runs alternate, medians are compared.
+formats, cache write), and when its first cue came. The clip is 60 s unless --minutes.
+Runs alternate, medians are compared.
 Peak RSS is that of a separate `subtide run` process on the same clip, so the baseline's model
 does not count twice. Goals (issue 18): engine <= 0.75x sequential and <= 1.05x batched; the
 first cue at <= 15 % of the job.
 
-    python bench/asr_overhead.py [--runs 5] [--model bundled]
+    python bench/asr_overhead.py [--runs 5] [--model bundled] [--minutes 1]
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ from engine.protocol import JobSpec, Source  # noqa: E402
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize  # noqa: E402
 
 
-def clip_of_60s() -> Path:
-    # The dialogue twice over, cut by synthesis to about a minute of speech and pauses.
-    lines = (DIALOGUE_EN * 2)[:15]
-    return synthesize(lines, fixture_dir(), "bench_60s", gap=0.7).wav
+def clip_of(minutes: float) -> Path:
+    """The dialogue, over and over, to about `minutes` of speech and pauses (60 s: the dialogue
+    twice over, cut by synthesis to about a minute)."""
+    if minutes <= 1:
+        return synthesize((DIALOGUE_EN * 2)[:15], fixture_dir(), "bench_60s", gap=0.7).wav
+    repeats = max(2, round(minutes * 60 / 52))
+    return synthesize(DIALOGUE_EN * repeats, fixture_dir(), f"bench_{repeats}x", gap=0.7).wav
 
 
 def whisper_model(spec: str, cache_dir: Path) -> object:
@@ -97,9 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--model", default="bundled")
+    parser.add_argument("--minutes", type=float, default=1, help="length of the clip")
     args = parser.parse_args()
 
-    wav = clip_of_60s()
+    wav = clip_of(args.minutes)
     audio_s = len(decode_audio(wav)) / 16000
     with tempfile.TemporaryDirectory() as tmp:
         cache_dir = Path(tmp)

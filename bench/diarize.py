@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.asr_overhead import clip_of_60s  # noqa: E402
+from bench.asr_overhead import clip_of  # noqa: E402
 from engine.diarize_builtin import BuiltinDiarizer  # noqa: E402
 from engine.media import decode_audio  # noqa: E402
 from engine.pipeline import Engine, EngineOptions  # noqa: E402
@@ -68,7 +68,7 @@ def main() -> None:
         elapsed, _ = timed(lambda: pyannote.diarize(audio))
     print(f"pyannote path (community-1 shape) on the dialogue: RTF {elapsed / seconds:.3f}")
 
-    wav = clip_of_60s()
+    wav = clip_of(1)
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(EngineOptions(cache_dir=Path(tmp), use_cache=False))
         job_time(engine, wav, "builtin")  # warm-up: loads both models

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.asr_overhead import clip_of_60s  # noqa: E402
+from bench.asr_overhead import clip_of  # noqa: E402
 from bench.translate_local_llm import LINES  # noqa: E402
 from engine.cues import fits  # noqa: E402
 from engine.pipeline import Engine, EngineOptions  # noqa: E402
@@ -122,7 +122,7 @@ def main() -> None:
         print(f"  wall median {wall:.2f} s, ideal {ideal:.2f} s, ratio {wall / ideal:.3f}")
         print("  (goal <= 1.25)")
 
-        wav = clip_of_60s()
+        wav = clip_of(1)
         with tempfile.TemporaryDirectory() as tmp:
             engine = Engine(
                 EngineOptions(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import multiprocessing
 import os
@@ -36,7 +35,6 @@ _BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _BASE_MODEL_BYTES = 145_217_532
 # faster-whisper's size names (faster_whisper.utils.available_models()), copied so that a model
 # spec can be checked without importing faster-whisper; tests/test_asr.py keeps them equal.
-CPU_BATCH = 4
 SIZE_NAMES = (
     "tiny.en",
     "tiny",
@@ -260,12 +258,12 @@ class Transcriber:
         device: str = "auto",
         compute_type: str = "auto",
         cpu_threads: int = 0,
-        batch_size: int = 0,
+        batch_size: int = 16,
         stop: Stop = never,
     ) -> None:
-        self.setup = decoding_setup(device, compute_type, cpu_threads, batch_size)
+        self.device, self.compute_type = pick_device(device, compute_type)
         self.name = choice.name
-        self._load = Load(choice.path, *dataclasses.astuple(self.setup))
+        self._load = Load(choice.path, self.device, self.compute_type, cpu_threads, batch_size)
         self._worker: _Worker | None = None
         # A model that can't load says so now, not mid-job.
         self._ready_worker(stop)
@@ -281,9 +279,7 @@ class Transcriber:
         job = Job(
             options.language, options.initial_prompt, options.beam_size, options.vad, resume_seek
         )
-        # A view, not a copy: an hour of audio is 230 MB.
-        samples = numpy_float32(audio)
-        worker.send(job, memoryview(samples).cast("B"))
+        worker.send(job, audio.astype("float32", copy=False).tobytes())
         try:
             _, language, probability, duration, regions = worker.receive(stop)
         except BaseException:
@@ -291,6 +287,12 @@ class Transcriber:
             raise
         meta = TranscriptInfo(language, probability, duration)
         return meta, _segments(worker, SpeechSnapper(regions), stop)
+
+    @property
+    def resumable(self) -> bool:
+        """Whether `transcribe` can start at a window (`resume_seek`): sequential decoding
+        can; batched decoding (CUDA) cuts the speech into chunks of its own."""
+        return self.device != "cuda"
 
     def _ready_worker(self, stop: Stop) -> _Worker:
         # A worker still busy had its segments left unread (nobody closed them): it is mid-job.
@@ -315,42 +317,6 @@ def _segments(worker: _Worker, snapper: SpeechSnapper, stop: Stop) -> Iterator[S
         # is mid-job, so it goes.
         if worker.busy:
             worker.close()
-
-
-@dataclass(frozen=True)
-class DecodingSetup:
-    """Where and how Whisper runs: what `subtide run -v` and the health route say."""
-
-    device: str
-    compute_type: str
-    cpu_threads: int  # 0: CTranslate2's own choice (on a GPU)
-    batch_size: int
-
-    def describe(self) -> str:
-        threads = f", {self.cpu_threads} threads" if self.cpu_threads else ""
-        return f"{self.device} ({self.compute_type}){threads}, batches of {self.batch_size}"
-
-
-def decoding_setup(
-    device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0, batch_size: int = 0
-) -> DecodingSetup:
-    """The setup for these settings, each left at 0 / "auto" chosen for the machine."""
-    device, compute_type = pick_device(device, compute_type)
-    threads = cpu_threads or (_cores() if device == "cpu" else 0)
-    return DecodingSetup(device, compute_type, threads, batch_size or _batch_size(device))
-
-
-def _cores() -> int:
-    """The cores this process may run on: CTranslate2 then uses them all, whatever
-    OMP_NUM_THREADS says (one model in the process is all the work there is)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _batch_size(device: str) -> int:
-    """Chunks decoded at once: on a GPU as many as fit comfortably; on a CPU a few, which
-    is where batching stops paying (measured in bench/asr_overhead.py) and keeps the work
-    a crash can lose to one batch."""
-    return 16 if device == "cuda" else CPU_BATCH
 
 
 class _Worker:
@@ -385,7 +351,7 @@ class _Worker:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def send(self, job: Job, audio: memoryview) -> None:
+    def send(self, job: Job, audio: bytes) -> None:
         self.busy = True
         try:
             self._requests.send(job)
@@ -435,13 +401,6 @@ def _end(process: subprocess.Popen[bytes], requests: Connection) -> None:
     requests.close()
     process.kill()
     process.wait()
-
-
-def numpy_float32(audio: np.ndarray) -> np.ndarray:
-    """`audio` as contiguous float32, copied only when it is not that already."""
-    import numpy
-
-    return numpy.ascontiguousarray(audio, dtype=numpy.float32)
 
 
 def _segment(raw: RawSegment, snapper: SpeechSnapper) -> Segment:

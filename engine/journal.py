@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.asr import Segment, TranscriptInfo
 from engine.protocol import Word
 
-_VERSION = 2  # 2: a seek names a speech chunk (engine.speech_chunks)
+_VERSION = 1
 
 
 @dataclass(frozen=True)

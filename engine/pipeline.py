@@ -19,12 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine import captions, media, outcome
 from engine.asr import (
     DecodeOptions,
-    DecodingSetup,
     ModelChoice,
     Segment,
     Transcriber,
     TranscriptInfo,
-    decoding_setup,
+    pick_device,
     resolve_model,
 )
 from engine.cache import Cache, CacheLimits
@@ -90,7 +89,7 @@ class EngineOptions:
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = 0
-    batch_size: int = 0  # 0: chosen for the device (engine.asr)
+    batch_size: int = 16
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "subtide")
     cache_limits: CacheLimits = field(default_factory=CacheLimits)
     use_cache: bool = True
@@ -183,10 +182,11 @@ class Engine:
         return resolve_model(spec, models, fallback=self.options.whisper_model)
 
     def health(self) -> Health:
+        device, compute_type = pick_device(self.options.device, self.options.compute_type)
         return Health(
             ok=True,
             version=engine_version(),
-            device=self._setup().describe(),
+            device=f"{device} ({compute_type})",
             model=self.options.whisper_model,
         )
 
@@ -743,7 +743,8 @@ class Engine:
             info, segments, fresh = cached[0], iter(cached[1]), False
         else:
             transcriber = self._load(choice)
-            journal = self.cache.journal(key) if self.options.use_cache else None
+            resumable = self.options.use_cache and transcriber.resumable
+            journal = self.cache.journal(key) if resumable else None
             info, decoded = yield from self._decode(transcriber, audio, options, journal, progress)
             segments, fresh = HallucinationFilter()(decoded), True
         yield progress.event(
@@ -790,10 +791,7 @@ class Engine:
         stop = self._cancel.is_set
         checkpoint = journal.checkpoint() if journal else None
         if checkpoint is None:
-            yield progress.event(
-                "transcribe",
-                message=f"Transcribing with {transcriber.name} on {transcriber.setup.describe()}",
-            )
+            yield progress.event("transcribe", message=f"Transcribing with {transcriber.name}")
             info, decoded = transcriber.transcribe(audio, options, stop)
             done: list[Segment] = []
         else:
@@ -806,12 +804,6 @@ class Engine:
             return info, decoded
         journal.start(info, done)
         return info, chain(done, _journaled(decoded, journal))
-
-    def _setup(self) -> DecodingSetup:
-        options = self.options
-        return decoding_setup(
-            options.device, options.compute_type, options.cpu_threads, options.batch_size
-        )
 
     def _load(self, choice: ModelChoice) -> Transcriber:
         """Loads a model once and keeps it; a different model replaces it (memory is finite)."""
