@@ -654,7 +654,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
-        sent = 0
+        sent, counted = 0, False
         try:
             self._event(generation.chunk({"role": "assistant", "content": ""}))
             for token in generation.tokens:
@@ -664,10 +664,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(generation.chunk({"content": token}))
                 sent += 1
             done()
+            # Counted before the end goes out: a client that has read the end finds it counted.
+            fake._generated(sent)
+            counted = True
             self._event(generation.chunk({}, generation.finish_reason))
             self.wfile.write(b"data: [DONE]\n\n")
         finally:
-            fake._generated(sent)
+            if not counted:
+                fake._generated(sent)
 
     def _event(self, payload: dict[str, Any]) -> None:
         self.wfile.write(f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode())
