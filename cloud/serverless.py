@@ -44,6 +44,7 @@ from cloud.transport import BackendError, Transport
 from engine import captions, media
 from engine.chunks import MissingCues, Reassembler, reassembled
 from engine.protocol import (
+    RETRY_HINT,
     Cue,
     CuesEvent,
     ErrorEvent,
@@ -221,7 +222,7 @@ class ServerlessBackend:
             yield ErrorEvent(
                 code="internal",
                 message="Subtide hit an unexpected error while talking to the endpoint.",
-                hint="Try again; if it happens again, report it with the log output.",
+                hint=RETRY_HINT,
             )
         finally:
             # Jobs still running belong to a run nobody follows any more (it failed, or the

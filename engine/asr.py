@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.asr_worker import Job, Load, RawSegment
-from engine.protocol import SubtideError, Word
+from engine.protocol import RETRY_HINT, SubtideError, Word
 from engine.stop import Stop, cancelled, never
 from engine.timing import SpeechSnapper
 
@@ -261,9 +261,9 @@ class Transcriber:
         batch_size: int = 16,
         stop: Stop = never,
     ) -> None:
-        self.device, self.compute_type = pick_device(device, compute_type)
+        self.device, compute_type = pick_device(device, compute_type)
         self.name = choice.name
-        self._load = Load(choice.path, self.device, self.compute_type, cpu_threads, batch_size)
+        self._load = Load(choice.path, self.device, compute_type, cpu_threads, batch_size)
         self._worker: _Worker | None = None
         # A model that can't load says so now, not mid-job.
         self._ready_worker(stop)
@@ -279,7 +279,7 @@ class Transcriber:
         job = Job(
             options.language, options.initial_prompt, options.beam_size, options.vad, resume_seek
         )
-        worker.send(job, audio.astype("float32", copy=False).tobytes())
+        worker.send(job, float32_bytes(audio))  # a view: an hour of audio is 230 MB
         try:
             _, language, probability, duration, regions = worker.receive(stop)
         except BaseException:
@@ -351,7 +351,7 @@ class _Worker:
     def closed(self) -> bool:
         return not self._finalizer.alive
 
-    def send(self, job: Job, audio: bytes) -> None:
+    def send(self, job: Job, audio: memoryview) -> None:
         self.busy = True
         try:
             self._requests.send(job)
@@ -377,7 +377,7 @@ class _Worker:
             )
         self.busy = reply[0] not in ("end", "failed")
         if reply[0] == "failed":
-            raise SubtideError("internal", f"Transcription failed: {reply[1]}", _RETRY)
+            raise SubtideError("internal", f"Transcription failed: {reply[1]}", RETRY_HINT)
         return reply
 
     def _died(self) -> SubtideError:
@@ -387,20 +387,24 @@ class _Worker:
             "internal",
             f"The speech model's process ended unexpectedly (exit code {code}).",
             "It may have run out of memory: try a smaller model, or close other programs. "
-            + _RETRY,
+            + RETRY_HINT,
         )
 
     def close(self) -> None:
         self._finalizer()
 
 
-_RETRY = "Try again; if it happens again, report it with the log output."
-
-
 def _end(process: subprocess.Popen[bytes], requests: Connection) -> None:
     requests.close()
     process.kill()
     process.wait()
+
+
+def float32_bytes(audio: np.ndarray) -> memoryview:
+    """The samples' bytes as float32, copied only when they are not float32 already."""
+    import numpy
+
+    return memoryview(numpy.ascontiguousarray(audio, dtype=numpy.float32)).cast("B")
 
 
 def _segment(raw: RawSegment, snapper: SpeechSnapper) -> Segment:

@@ -19,9 +19,10 @@ import logging
 import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("subtide.asr_worker")
 SAMPLE_RATE = 16000
@@ -96,6 +97,8 @@ def _model(load: Load) -> Any:
 
 
 def _transcribe(model: Any, load: Load, job: Job, data: bytes, replies: Connection) -> None:
+    import numpy as np
+
     from engine.timing import speech_regions
 
     audio = np.frombuffer(data, dtype=np.float32)
@@ -134,6 +137,7 @@ def _resumed(model: Any, audio: np.ndarray, job: Job, kwargs: dict[str, Any]) ->
     here: the same speech chunks, joined the same way, decoded from the seek, and the times
     put back on the source's clock. The initial prompt primes a run's first window only
     (condition_on_previous_text is off), so a later window is decoded without it."""
+    import numpy as np
     from faster_whisper.transcribe import restore_speech_timestamps
     from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.asr import DecodeOptions, Segment, TranscriptInfo
+from engine.asr import DecodeOptions, Segment, TranscriptInfo, float32_bytes
 from engine.files import write_atomic
 from engine.journal import Journal, segment_from_dict, segment_to_dict
 from engine.media import Download
@@ -48,7 +48,7 @@ class Cache:
 
     @staticmethod
     def transcript_key(audio: np.ndarray, model: str, options: DecodeOptions) -> str:
-        digest = hashlib.sha256(audio.tobytes())
+        digest = hashlib.sha256(float32_bytes(audio))  # a view, not a 230 MB/h copy
         digest.update(json.dumps([_TRANSCRIPT_VERSION, model, asdict(options)]).encode())
         return digest.hexdigest()
 

@@ -35,6 +35,7 @@ from engine.hallucination import HallucinationFilter
 from engine.journal import Journal
 from engine.languages import check_spoken, check_target, language_name, same_language
 from engine.protocol import (
+    RETRY_HINT,
     CaptionTrack,
     Cue,
     CuesEvent,
@@ -201,7 +202,7 @@ class Engine:
             yield ErrorEvent(
                 code="internal",
                 message="Subtide hit an unexpected error and stopped this job.",
-                hint="Try again; if it happens again, report it with the log output.",
+                hint=RETRY_HINT,
             )
         finally:
             # Cleared when a job ends, not when it starts: a cancel that comes before the

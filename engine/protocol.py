@@ -38,6 +38,10 @@ TextSource = Literal["captions-manual", "captions-auto", "asr"]
 DiarizeMode = Literal["off", "auto", "pyannote", "builtin"]
 
 
+# The hint of an error nobody could foresee (a crash, a process that died).
+RETRY_HINT = "Try again; if it happens again, report it with the log output."
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

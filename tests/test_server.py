@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -253,11 +254,7 @@ def test_auth_guards_the_api_and_the_app_but_not_ping(clips, cache_root):
 
 
 def test_the_earlier_routes_use_captions_unless_whisper_is_forced(api, clips, tmp_path):
-    (tmp_path / "clip.mp4").write_bytes(clips.short_mp4.read_bytes())
-    cues = [f"00:00:0{n}.000 --> 00:00:0{n}.900\nLine {n}\n" for n in range(1, 4)]
-    (tmp_path / "en.vtt").write_text("WEBVTT\n\n" + "\n".join(cues))
-    track = '<track kind="subtitles" src="en.vtt" srclang="en">'
-    (tmp_path / "page.html").write_text(f'<video src="clip.mp4">{track}</video>')
+    _captioned_page(tmp_path, clips.short_mp4, lines=3)
     with serve_directory(tmp_path) as site:
         body = {"video_url": f"{site}/page.html", "target_lang": "en"}
         captions = api.client.post("/api/process", json=body).json()
@@ -340,11 +337,7 @@ def test_the_earlier_stream_route(api):
 
 def test_the_earlier_stream_route_counts_a_captioned_videos_batches_exactly(api, clips, tmp_path):
     """Captions give every cue at once: the total is counted, and the last batch is the total."""
-    (tmp_path / "clip.mp4").write_bytes(clips.short_mp4.read_bytes())
-    cues = [f"00:00:{n:02}.000 --> 00:00:{n:02}.900\nLine {n}\n" for n in range(1, 41)]
-    (tmp_path / "en.vtt").write_text("WEBVTT\n\n" + "\n".join(cues))
-    track = '<track kind="subtitles" src="en.vtt" srclang="en">'
-    (tmp_path / "page.html").write_text(f'<video src="clip.mp4">{track}</video>')
+    _captioned_page(tmp_path, clips.short_mp4, lines=40)
     with serve_directory(tmp_path) as site:
         body = {"video_url": f"{site}/page.html", "target_lang": "de"}
         items = _legacy(api.client.post("/api/stream", json=body))
@@ -512,3 +505,12 @@ def test_a_server_whose_model_fails_to_load_says_so(tmp_path):
     with running(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         record = client.get(f"/api/jobs/{second}").json()
         assert record["status"] == "failed" and record["error"]["code"] == "model_unavailable"
+
+
+def _captioned_page(folder: Path, video: Path, lines: int) -> None:
+    """page.html in `folder`: the video with an English track of `lines` one-second cues."""
+    (folder / "clip.mp4").write_bytes(video.read_bytes())
+    cues = [f"00:00:{n:02}.000 --> 00:00:{n:02}.900\nLine {n}\n" for n in range(1, lines + 1)]
+    (folder / "en.vtt").write_text("WEBVTT\n\n" + "\n".join(cues))
+    track = '<track kind="subtitles" src="en.vtt" srclang="en">'
+    (folder / "page.html").write_text(f'<video src="clip.mp4">{track}</video>')

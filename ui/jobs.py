@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from engine.protocol import Backend, ErrorEvent, Event, JobSpec, SubtideError
+from engine.protocol import RETRY_HINT, Backend, ErrorEvent, Event, JobSpec, SubtideError
 
 log = logging.getLogger(__name__)
 # How long a new job waits for a cancelled one to wind down before giving up.
@@ -114,7 +114,7 @@ class JobRunner:
                 ErrorEvent(
                     code="internal",
                     message="The backend stopped unexpectedly.",
-                    hint="Try again; if it happens again, report it with the log output.",
+                    hint=RETRY_HINT,
                 )
             )
         finally:
