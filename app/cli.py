@@ -211,6 +211,9 @@ def _output_options() -> argparse.ArgumentParser:
     )
     options.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
     options.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    options.add_argument(
+        "-v", "--verbose", action="store_true", help="say where and how Whisper runs"
+    )
     return options
 
 
@@ -485,6 +488,8 @@ def _backend_factory(
     options = settings.engine_options(serves_others=False)
     options.use_cache = not args.no_cache
     engine = Engine(options)
+    if args.verbose:
+        board.say(f"Whisper: {engine.health().device}")
     # One model on this machine: jobs take turns.
     return (lambda: engine), 1
 

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     whisper_models: str = Field(default="", description="WHISPER_MODELS")
     whisper_device: str = Field(default="auto", description="WHISPER_DEVICE")
     whisper_compute_type: str = Field(default="auto", description="WHISPER_COMPUTE_TYPE")
-    whisper_batch_size: int = Field(default=16, ge=1, description="WHISPER_BATCH_SIZE")
+    whisper_batch_size: int = Field(default=0, ge=0, description="WHISPER_BATCH_SIZE")
+    whisper_cpu_threads: int = Field(default=0, ge=0, description="WHISPER_CPU_THREADS")
     cache_dir: Path = Field(default_factory=lambda: Path.home() / ".cache" / "subtide")
     cache_max_size_mb: float = Field(default=5000, ge=0)
     cache_audio_ttl_hours: float = Field(default=24, ge=0)
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
             device=self.whisper_device,
             compute_type=self.whisper_compute_type,
             batch_size=self.whisper_batch_size,
+            cpu_threads=self.whisper_cpu_threads,
             cache_dir=self.cache_dir.expanduser(),
             cache_limits=CacheLimits(
                 max_size_mb=self.cache_max_size_mb,

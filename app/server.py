@@ -46,6 +46,7 @@ from app.body_guard import BodyGuard, BodyLimits, route_path, size_label
 from app.job_journal import JobJournal, JournaledJob
 from app.job_limits import JobLimits, JobTooLarge
 from engine import media
+from engine.asr import decoding_setup
 from engine.files import write_atomic
 from engine.pipeline import Engine, engine_version
 from engine.protocol import (
@@ -731,6 +732,12 @@ def _add_health_routes(
     app: FastAPI, settings: Settings, readiness: Readiness, jobs: JobQueue
 ) -> None:
     app.add_api_route("/ping", _ping_handler(readiness), methods=["GET"])
+    decoding = decoding_setup(
+        settings.whisper_device,
+        settings.whisper_compute_type,
+        settings.whisper_cpu_threads,
+        settings.whisper_batch_size,
+    )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -742,6 +749,7 @@ def _add_health_routes(
                 "model": settings.whisper_model,
                 "diarization": settings.enable_diarization,
                 "translation": bool(settings.server_api_key or settings.server_api_url),
+                "decoding": decoding.describe(),
             },
             "queue": jobs.counts(),
             "gpu": readiness.gpu,

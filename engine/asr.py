@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -15,9 +16,9 @@ from dataclasses import dataclass
 from importlib import resources
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
-from engine.asr_worker import Job, Load, RawSegment
+from engine.asr_worker import SAMPLE_RATE, Job, Load, RawSegment
 from engine.protocol import RETRY_HINT, SubtideError, Word
 from engine.stop import Stop, cancelled, never
 from engine.timing import SpeechSnapper
@@ -35,6 +36,7 @@ _BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _BASE_MODEL_BYTES = 145_217_532
 # faster-whisper's size names (faster_whisper.utils.available_models()), copied so that a model
 # spec can be checked without importing faster-whisper; tests/test_asr.py keeps them equal.
+CPU_BATCH = 4
 SIZE_NAMES = (
     "tiny.en",
     "tiny",
@@ -70,6 +72,14 @@ class Segment:
     # The decoding window it came from: where faster-whisper began it, in 10 ms frames of the
     # audio it decoded (the speech only, when VAD is on). A resumed job starts at a window.
     seek: int = 0
+
+
+@dataclass(frozen=True)
+class Lull:
+    """In a transcript's stream: no new segment yet, and no word still to come starts before
+    `until` (seconds). A consumer can finish what that settles meanwhile (a cue's end)."""
+
+    until: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -258,41 +268,43 @@ class Transcriber:
         device: str = "auto",
         compute_type: str = "auto",
         cpu_threads: int = 0,
-        batch_size: int = 16,
+        batch_size: int = 0,
         stop: Stop = never,
     ) -> None:
-        self.device, compute_type = pick_device(device, compute_type)
+        self.setup = decoding_setup(device, compute_type, cpu_threads, batch_size)
         self.name = choice.name
-        self._load = Load(choice.path, self.device, compute_type, cpu_threads, batch_size)
+        self._load = Load(choice.path, *dataclasses.astuple(self.setup))
         self._worker: _Worker | None = None
         # A model that can't load says so now, not mid-job.
         self._ready_worker(stop)
 
     def transcribe(
-        self, audio: np.ndarray, options: DecodeOptions, stop: Stop = never, resume_seek: int = 0
-    ) -> tuple[TranscriptInfo, Iterator[Segment]]:
+        self,
+        audio: np.ndarray,
+        options: DecodeOptions,
+        stop: Stop = never,
+        resume_seek: int = 0,
+        heartbeat_s: float | None = None,
+    ) -> tuple[TranscriptInfo, Iterator[Segment | Lull]]:
         """The transcript's info, once the language is known, and its segments as they come.
         `stop` is asked while waiting: when it says so, the model's process is killed and a
         `cancelled` SubtideError raised. `resume_seek` (a `Segment.seek`) decodes from that
-        window on, as a whole run would have (give the language the run found)."""
+        chunk on, as a whole run would have (give the language the run found). With
+        `heartbeat_s`, a Lull comes each time that long passes without a segment (a batch
+        takes seconds, and the consumer may have work meanwhile: translations to send on), and
+        whenever the model's process knows that no word starts before some time."""
         worker = self._ready_worker(stop)
         job = Job(
             options.language, options.initial_prompt, options.beam_size, options.vad, resume_seek
         )
-        worker.send(job, float32_bytes(audio))  # a view: an hour of audio is 230 MB
+        worker.send(job, memoryview(int16_samples(audio)).cast("B"))
         try:
             _, language, probability, duration, regions = worker.receive(stop)
         except BaseException:
             worker.close()
             raise
         meta = TranscriptInfo(language, probability, duration)
-        return meta, _segments(worker, SpeechSnapper(regions), stop)
-
-    @property
-    def resumable(self) -> bool:
-        """Whether `transcribe` can start at a window (`resume_seek`): sequential decoding
-        can; batched decoding (CUDA) cuts the speech into chunks of its own."""
-        return self.device != "cuda"
+        return meta, _segments(worker, SpeechSnapper(regions), stop, heartbeat_s)
 
     def _ready_worker(self, stop: Stop) -> _Worker:
         # A worker still busy had its segments left unread (nobody closed them): it is mid-job.
@@ -308,15 +320,62 @@ class Transcriber:
             self._worker = None
 
 
-def _segments(worker: _Worker, snapper: SpeechSnapper, stop: Stop) -> Iterator[Segment]:
+def _segments(
+    worker: _Worker, snapper: SpeechSnapper, stop: Stop, heartbeat_s: float | None
+) -> Iterator[Segment | Lull]:
+    lull = Lull()
     try:
-        while (reply := worker.receive(stop))[0] == "segment":
-            yield _segment(reply[1], snapper)
+        while (reply := worker.receive(stop, heartbeat_s)) is None or reply[0] != "end":
+            if reply is None:
+                yield lull
+            elif reply[0] == "speech":  # where the VAD found speech further on
+                snapper.extend(reply[1])
+            elif reply[0] == "quiet":
+                lull = Lull(reply[1])
+                yield lull
+            else:
+                yield _segment(reply[1], snapper)
     finally:
         # Left before its end (a stop, an error, a consumer that stopped reading): the process
         # is mid-job, so it goes.
         if worker.busy:
             worker.close()
+
+
+@dataclass(frozen=True)
+class DecodingSetup:
+    """Where and how Whisper runs: what `subtide run -v` and the health route say."""
+
+    device: str
+    compute_type: str
+    cpu_threads: int  # 0: CTranslate2's own choice (on a GPU)
+    batch_size: int
+
+    def describe(self) -> str:
+        threads = f", {self.cpu_threads} threads" if self.cpu_threads else ""
+        return f"{self.device} ({self.compute_type}){threads}, batches of {self.batch_size}"
+
+
+def decoding_setup(
+    device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0, batch_size: int = 0
+) -> DecodingSetup:
+    """The setup for these settings, each left at 0 / "auto" chosen for the machine."""
+    device, compute_type = pick_device(device, compute_type)
+    threads = cpu_threads or (_cores() if device == "cpu" else 0)
+    return DecodingSetup(device, compute_type, threads, batch_size or _batch_size(device))
+
+
+def _cores() -> int:
+    """The cores this process may run on: CTranslate2 then uses them all, whatever
+    OMP_NUM_THREADS says (one model in the process is all the work there is)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _batch_size(device: str) -> int:
+    """Chunks decoded at once: on a GPU as many as fit comfortably; on a CPU a few, which
+    is where batching stops paying (measured in bench/asr_overhead.py) and keeps the work
+    a crash can lose to one batch."""
+    return 16 if device == "cuda" else CPU_BATCH
 
 
 class _Worker:
@@ -359,12 +418,21 @@ class _Worker:
         except OSError:  # the process died since its last job
             raise self._died() from None
 
-    def receive(self, stop: Stop) -> tuple[Any, ...]:
-        """The next reply, waiting for it while `stop` says go on; an error reply raises."""
+    @overload
+    def receive(self, stop: Stop) -> tuple[Any, ...]: ...
+    @overload
+    def receive(self, stop: Stop, within_s: float | None) -> tuple[Any, ...] | None: ...
+    def receive(self, stop: Stop, within_s: float | None = None) -> tuple[Any, ...] | None:
+        """The next reply, waiting for it while `stop` says go on; an error reply raises.
+        With `within_s`, None when no reply came in that time."""
+        waited = 0.0
         while not self._replies.poll(self._POLL_S):
             if stop():
                 self.close()
                 raise cancelled()
+            waited += self._POLL_S
+            if within_s is not None and waited >= within_s:
+                return None
         try:
             reply: tuple[Any, ...] = self._replies.recv()
         except (EOFError, OSError):
@@ -398,6 +466,21 @@ def _end(process: subprocess.Popen[bytes], requests: Connection) -> None:
     requests.close()
     process.kill()
     process.wait()
+
+
+def int16_samples(audio: np.ndarray) -> np.ndarray:
+    """float32 samples (decode_audio's) as the 16-bit ones they were read from: what the
+    model's process is sent, half the bytes. Converted a minute at a time, so that an hour
+    takes no float32 copy."""
+    import numpy
+
+    samples = numpy.empty(len(audio), dtype=numpy.int16)
+    step = SAMPLE_RATE * 60
+    for at in range(0, len(audio), step):
+        piece = audio[at : at + step] * 32768.0
+        numpy.clip(numpy.rint(piece, out=piece), -32768, 32767, out=piece)
+        samples[at : at + step] = piece
+    return samples
 
 
 def float32_bytes(audio: np.ndarray) -> memoryview:

@@ -6,23 +6,27 @@ model, then transcribes one request at a time. The two file descriptors are the 
 that `multiprocessing.connection.Connection` reads and writes; the parent going away closes the
 request pipe (this process then exits) or the reply pipe (its next send fails, and it exits).
 
-Requests: a `Load` first, then per job a `Job` followed by the audio's float32 bytes.
+Requests: a `Load` first, then per job a `Job` followed by the audio's 16-bit samples.
 Replies: `("ready",)` or `("error", message)` to the load; per job `("info", language,
-probability, duration, regions)`, then `("segment", RawSegment)` for each, then `("end",)`, or
-`("failed", message)`.
+probability, duration, regions)`, then `("segment", RawSegment)` for each, with
+`("speech", regions)` where the VAD found more speech further on and `("quiet", seconds)` once
+no word to come starts before then, and last `("end",)`, or `("failed", message)`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    import numpy as np
+import numpy as np
+
+from engine import speech_chunks
 
 log = logging.getLogger("subtide.asr_worker")
 SAMPLE_RATE = 16000
@@ -66,6 +70,24 @@ class RawSegment(NamedTuple):
     seek: int
 
 
+class Samples:
+    """A job's audio as the parent sends it: 16-bit samples, half the memory of float32 (an
+    hour is 115 MB), made float32 a stretch at a time, the same values decode_audio gives."""
+
+    def __init__(self, data: bytes) -> None:
+        self._samples = np.frombuffer(data, dtype=np.int16)
+
+    @property
+    def duration(self) -> float:
+        return len(self._samples) / SAMPLE_RATE
+
+    def between(self, start: float, end: float | None = None) -> np.ndarray:
+        last = None if end is None else int(end * SAMPLE_RATE)
+        piece = self._samples[int(start * SAMPLE_RATE) : last].astype(np.float32)
+        piece /= 32768.0
+        return piece
+
+
 def main(requests: Connection, replies: Connection) -> None:
     load: Load = requests.recv()
     try:
@@ -84,45 +106,55 @@ def main(requests: Connection, replies: Connection) -> None:
 def _model(load: Load) -> Any:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-    model = WhisperModel(
+    class Model(WhisperModel):
+        """Whisper that keeps the encoding it detected the language from for the decoding of
+        the same chunk: on a CPU an encoding is most of a short chunk's time."""
+
+        kept: tuple[np.ndarray, Any] | None = None
+
+        def detect(self, features: np.ndarray) -> tuple[str, float]:
+            encoded = super().encode(features)
+            self.kept = (features, encoded)
+            token, probability = self.model.detect_language(encoded)[0][0]
+            return token[2:-2], probability
+
+        def encode(self, features: np.ndarray) -> Any:
+            kept, self.kept = self.kept, None
+            if kept is not None and np.array_equal(kept[0], features):
+                return kept[1]
+            return super().encode(features)
+
+    model = Model(
         load.path,
         device=load.device,
         compute_type=load.compute_type,
         cpu_threads=load.cpu_threads,
         local_files_only=True,
     )
-    # Batched decoding pays off on a GPU; on a CPU it returns ~30 s segments, which would
-    # delay the first cue, so plain sequential decoding streams better there.
-    return BatchedInferencePipeline(model) if load.device == "cuda" else model
+    return BatchedInferencePipeline(model)
 
 
-def _transcribe(model: Any, load: Load, job: Job, data: bytes, replies: Connection) -> None:
-    import numpy as np
-
-    from engine.timing import speech_regions
-
-    audio = np.frombuffer(data, dtype=np.float32)
-    kwargs: dict[str, Any] = {
-        "language": job.language,
-        "beam_size": job.beam_size,
-        "vad_filter": job.vad,
-        "word_timestamps": True,
-        "initial_prompt": job.initial_prompt,
-        # Conditioning on earlier text is the main cause of Whisper's repetition loops.
-        "condition_on_previous_text": False,
-    }
-    if load.device == "cuda":
-        kwargs["batch_size"] = load.batch_size
+def _transcribe(pipeline: Any, load: Load, job: Job, data: bytes, replies: Connection) -> None:
+    """Decodes the speech chunks (engine.speech_chunks) from `job.resume_seek` on: the first
+    alone, so its cues come early, then `load.batch_size` at a time, which is faster on a CPU
+    too. Segments come in order, each batch's as it is decoded. On a long file the VAD looks
+    at its start first, and at the rest once the first chunk is decoded."""
+    audio = Samples(data)
+    duration = audio.duration
     try:
-        regions = speech_regions(audio) if job.vad else []
-        if job.resume_seek:
-            segments, info = _resumed(model, audio, job, kwargs)
+        regions, chunks, rest_from = _start(audio, job, duration)
+        language, probability = _language(pipeline, audio, job, chunks[0] if chunks else None)
+        replies.send(("info", language, probability, duration, regions))
+        if rest_from is not None:
+            _decode_batches(pipeline, audio, job, language, [chunks], regions, replies, None)
+            more = _speech_after(audio, rest_from, replies)
+            replies.send(("speech", more))
+            regions = [*regions, *more]
+            chunks = speech_chunks.plan(more, duration, _LONGEST_S, since=rest_from)
+            batches = _batches(chunks, load.batch_size, first_alone=False)
         else:
-            segments, info = model.transcribe(audio, **kwargs)
-        duration = len(audio) / SAMPLE_RATE
-        replies.send(("info", info.language, info.language_probability, duration, regions))
-        for segment in segments:
-            replies.send(("segment", _raw(segment)))
+            batches = _batches(chunks, load.batch_size, first_alone=True)
+        _decode_batches(pipeline, audio, job, language, batches, regions, replies, duration)
     except (RuntimeError, ValueError) as exc:
         log.exception("transcription failed")
         replies.send(("failed", str(exc).splitlines()[0][:200] if str(exc) else repr(exc)))
@@ -130,38 +162,272 @@ def _transcribe(model: Any, load: Load, job: Job, data: bytes, replies: Connecti
     replies.send(("end",))
 
 
-def _resumed(model: Any, audio: np.ndarray, job: Job, kwargs: dict[str, Any]) -> tuple[Any, Any]:
-    """Decodes from window `job.resume_seek` on, window for window as a whole run does.
-
-    faster-whisper ignores `clip_timestamps` when its VAD is on, so its VAD steps are taken
-    here: the same speech chunks, joined the same way, decoded from the seek, and the times
-    put back on the source's clock. The initial prompt primes a run's first window only
-    (condition_on_previous_text is off), so a later window is decoded without it."""
-    import numpy as np
-    from faster_whisper.transcribe import restore_speech_timestamps
-    from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
-
-    kwargs = {**kwargs, "initial_prompt": None, "clip_timestamps": [job.resume_seek / 100]}
+def _start(
+    audio: Samples, job: Job, duration: float
+) -> tuple[list[tuple[float, float]], list[speech_chunks.Chunk], float | None]:
+    """The speech regions and chunks to begin with, and where the VAD is still to look (None:
+    it has looked at all). On a long file only its start is looked at before the first
+    chunk is decoded: an hour's VAD takes a while, and the first cue would wait for it."""
     if not job.vad:
-        return model.transcribe(audio, **kwargs)
-    chunks = get_speech_timestamps(audio, VadOptions())
-    speech = np.concatenate(collect_chunks(audio, chunks)[0], axis=0)
-    segments, info = model.transcribe(speech, **{**kwargs, "vad_filter": False})
-    return restore_speech_timestamps(segments, chunks, SAMPLE_RATE), info
+        regions = _windows(duration)
+    elif duration > _HEAD_S:
+        head = _speech(audio, 0.0, _HEAD_S)
+        if head:
+            first = speech_chunks.plan(head, duration)[0]
+            return [r for r in head if r[1] <= first.end], [first], first.end
+        regions = _speech(audio, 0.0)  # nothing said at the start: look at all of it
+    else:
+        regions = _speech(audio, 0.0)
+    first_s = speech_chunks.first_length(regions, duration)
+    return regions, speech_chunks.plan(regions, duration, first_s), None
 
 
-def _raw(segment: Any) -> RawSegment:
-    words = tuple(RawWord(w.start, w.end, w.word, w.probability) for w in segment.words or ())
+# Audio longer than this is looked at by the VAD in two goes (see _start).
+_HEAD_S = 120.0
+_LONGEST_S = speech_chunks.WINDOW_S - 2 * speech_chunks.PAD_S
+
+
+def _decode_batches(
+    pipeline: Any,
+    audio: Samples,
+    job: Job,
+    language: str,
+    batches: list[list[speech_chunks.Chunk]],
+    regions: list[tuple[float, float]],
+    replies: Connection,
+    then: float | None,
+) -> None:
+    """Sends the segments of each batch's chunks that are not done yet (`job.resume_seek`),
+    one per sentence, and after each batch that no word to come starts before the next
+    batch (or `then`, when known, after the last)."""
+    for k, batch in enumerate(batches):
+        todo = [chunk for chunk in batch if chunk.seek >= job.resume_seek]
+        for segment in _decode(pipeline, audio, job, language, todo, regions) if todo else []:
+            for sentence in _sentences(segment):
+                replies.send(("segment", sentence))
+        following = batches[k + 1][0].start if k + 1 < len(batches) else then
+        if following is not None:
+            replies.send(("quiet", following))
+        _trim()
+
+
+def _trim() -> None:
+    """Gives the memory a batch or the VAD freed back to the system. glibc keeps it for
+    reuse otherwise, 200 MB and more after a batch of 4, and the next batch's peak comes on
+    top of what was kept."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _decode(
+    pipeline: Any,
+    audio: Samples,
+    job: Job,
+    language: str,
+    batch: list[speech_chunks.Chunk],
+    regions: list[tuple[float, float]],
+) -> list[RawSegment]:
+    """The batch's segments in order. Whisper sometimes ends a
+    chunk early: it writes its end of text after a pause, and batched decoding has no
+    timestamp to go on from, as sequential decoding has. Speech the VAD found after a chunk's
+    last word is decoded again, once, as a chunk of its own."""
+    found: dict[int, list[RawSegment]] = {chunk.seek: [] for chunk in batch}
+    for raw in _decoded(pipeline, audio, job, language, batch):
+        found[raw.seek].append(raw)
+    tails = {c.seek: t for c in batch if (t := _missed(c, found[c.seek], regions))}
+    if tails:
+        parent = {tail.seek: seek for seek, tail in tails.items()}
+        for raw in _decoded(pipeline, audio, job, language, [*tails.values()]):
+            found[parent[raw.seek]].append(raw._replace(seek=parent[raw.seek]))
+    return [segment for chunk in batch for segment in found[chunk.seek]]
+
+
+def _decoded(
+    pipeline: Any, audio: Samples, job: Job, language: str, chunks: list[speech_chunks.Chunk]
+) -> Iterator[RawSegment]:
+    """faster-whisper's segments of `chunks`, decoded as one batch, on the file's clock. Only
+    the stretch of audio the chunks span is made float32."""
+    start = chunks[0].start
+    span = audio.between(start, chunks[-1].end)
+    relative = [speech_chunks.Chunk(c.start - start, c.end - start) for c in chunks]
+    segments, _ = pipeline.transcribe(span, **_options(job, language, relative))
+    for segment in segments:
+        yield _raw(segment, chunks, start)
+
+
+def _missed(
+    chunk: speech_chunks.Chunk, segments: list[RawSegment], regions: list[tuple[float, float]]
+) -> speech_chunks.Chunk | None:
+    """The part of `chunk` after its last decoded word that holds speech, if any. A chunk
+    with no words at all is judged silent (music, noise) and not tried again."""
+    ends = [word.end for segment in segments for word in segment.words]
+    if not ends:
+        return None
+    last = max(ends)
+    missed = [
+        start
+        for start, end in regions
+        if last + _MISSED_GAP_S <= start < chunk.end and end - start >= _MISSED_SPEECH_S
+    ]
+    if not missed:
+        return None
+    return speech_chunks.Chunk(max(missed[0] - speech_chunks.PAD_S, last), chunk.end)
+
+
+# Speech after a chunk's last word that counts as left out: a pause, then this much of it.
+_MISSED_GAP_S = 0.2
+_MISSED_SPEECH_S = 0.3
+
+
+def _batches(
+    chunks: list[speech_chunks.Chunk], size: int, first_alone: bool
+) -> list[list[speech_chunks.Chunk]]:
+    """`size` chunks at a time, the first alone when asked."""
+    head = chunks[:1] if first_alone else []
+    rest = chunks[len(head) :]
+    return ([head] if head else []) + [rest[k : k + size] for k in range(0, len(rest), size)]
+
+
+def _options(job: Job, language: str, batch: list[speech_chunks.Chunk]) -> dict[str, Any]:
+    return {
+        "language": language,
+        "beam_size": job.beam_size,
+        "word_timestamps": True,
+        # The job's own chunking (speech_chunks) takes the place of faster-whisper's VAD.
+        "vad_filter": False,
+        "clip_timestamps": [{"start": c.start, "end": c.end} for c in batch],
+        "batch_size": len(batch),
+        "initial_prompt": job.initial_prompt,
+    }
+
+
+def _speech(audio: Samples, start: float, end: float | None = None) -> list[tuple[float, float]]:
+    """Where speech is from `start` to `end` (seconds; None: the end): one VAD pass, for the
+    chunks and for the timing of words alike."""
+    return [region for found, _ in _speech_pieces(audio, start, end) for region in found]
+
+
+def _speech_after(audio: Samples, start: float, replies: Connection) -> list[tuple[float, float]]:
+    """Where speech is from `start` on, saying as soon as it is known that no word starts
+    before the first of it (its chunk, padded, starts there): the cues before may then end."""
+    regions: list[tuple[float, float]] = []
+    for found, end in _speech_pieces(audio, start):
+        if not regions:
+            first = max(found[0][0] - speech_chunks.PAD_S, start) if found else end
+            replies.send(("quiet", first))
+        regions.extend(found)
+    return regions
+
+
+def _speech_pieces(
+    audio: Samples, start: float, end: float | None = None
+) -> Iterator[tuple[list[tuple[float, float]], float]]:
+    """The speech regions a piece of the audio at a time, with where each piece ends. The
+    VAD's memory grows with its input (200 MB for ten minutes), so it is given a minute at a
+    time, cut where the audio is quietest."""
+    last = audio.duration if end is None else end
+    while start < last:
+        cut = last
+        if last - start > _VAD_PIECE_S:
+            cut = _quietest(audio, start + _VAD_PIECE_S - _QUIET_SEARCH_S, start + _VAD_PIECE_S)
+        yield _speech_in(audio, start, cut), cut
+        start = cut
+    _trim()
+
+
+_VAD_PIECE_S = 60.0
+_QUIET_SEARCH_S = 5.0
+
+
+def _quietest(audio: Samples, start: float, end: float) -> float:
+    """The middle of the quietest tenth of a second from `start` to `end`."""
+    frame = SAMPLE_RATE // 10
+    piece = audio.between(start, end)
+    frames = len(piece) // frame
+    energy = np.square(piece[: frames * frame].reshape(frames, frame)).mean(axis=1)
+    return start + (int(np.argmin(energy)) + 0.5) / 10
+
+
+def _speech_in(audio: Samples, start: float, end: float) -> list[tuple[float, float]]:
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(
+        min_silence_duration_ms=160, speech_pad_ms=30, max_speech_duration_s=_LONGEST_S
+    )
+    piece = audio.between(start, end)
+    stamps = get_speech_timestamps(piece, options, sampling_rate=SAMPLE_RATE)
+    return [(start + s["start"] / SAMPLE_RATE, start + s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def _windows(duration: float) -> list[tuple[float, float]]:
+    """Without VAD: the whole audio, in pieces one window long."""
+    step = speech_chunks.WINDOW_S - 2 * speech_chunks.PAD_S
+    return [(t, min(t + step, duration)) for t in np.arange(0.0, duration, step)]
+
+
+def _language(
+    pipeline: Any, audio: Samples, job: Job, first: speech_chunks.Chunk | None
+) -> tuple[str, float]:
+    """The job's language, or Whisper's guess from the first chunk (the first 30 s when
+    there is no speech to decode), as the batched pipeline would guess it."""
+    from faster_whisper.audio import pad_or_trim
+
+    if job.language:
+        return job.language, 1.0
+    model = pipeline.model
+    if not model.model.is_multilingual:
+        return "en", 1.0
+    start, end = (first.start, first.end) if first else (0.0, 30.0)
+    # Cut as _decoded and the pipeline cut a first chunk, so that its encoding is the one kept.
+    clip = audio.between(start, end)[: int((end - start) * SAMPLE_RATE)]
+    return model.detect(np.stack([pad_or_trim(model.feature_extractor(clip)[..., :-1])]))
+
+
+def _raw(segment: Any, batch: list[speech_chunks.Chunk], offset: float) -> RawSegment:
+    """The segment, its times moved by `offset`, named after the chunk it came from: the last
+    of `batch` that starts at or before it."""
+    start = segment.start + offset
+    chunk = next((c for c in reversed(batch) if c.start <= start + 0.01), batch[0])
+    words = tuple(
+        RawWord(w.start + offset, w.end + offset, w.word, w.probability)
+        for w in segment.words or ()
+    )
     return RawSegment(
-        segment.start,
-        segment.end,
+        start,
+        segment.end + offset,
         segment.text,
         words,
         segment.avg_logprob,
         segment.no_speech_prob,
         segment.compression_ratio,
-        segment.seek,
+        chunk.seek,
     )
+
+
+def _sentences(segment: RawSegment) -> list[RawSegment]:
+    """A chunk's segment cut after each sentence's last word. Batched decoding gives one
+    segment per chunk (up to 30 s); the hallucination filter judges segments, and should
+    drop no more than the sentence that is bad."""
+    pieces: list[list[RawWord]] = [[]]
+    for word in segment.words:
+        pieces[-1].append(word)
+        if word.text.rstrip().endswith(_SENTENCE_END):
+            pieces.append([])
+    pieces = [piece for piece in pieces if piece]
+    if len(pieces) <= 1:
+        return [segment]
+    return [
+        segment._replace(
+            start=piece[0].start,
+            end=piece[-1].end,
+            text="".join(w.text for w in piece).strip(),
+            words=tuple(piece),
+        )
+        for piece in pieces
+    ]
+
+
+_SENTENCE_END = (".", "?", "!", "…", "。", "？", "！")
 
 
 def run(argv: list[str]) -> None:

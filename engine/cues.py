@@ -161,6 +161,20 @@ class CueBuilder:
                 self._emit_early(out)
         return out
 
+    def quiet_until(self, until: float) -> list[Cue]:
+        """No word to come starts before `until`: the cues that settles, exactly as the next
+        word would settle them. A sentence ends at a long enough pause, and the cue held for
+        its end is final once the next cue could not cut its reading time short."""
+        out: list[Cue] = []
+        if self._sentence and until - self._sentence[-1].end >= _SENTENCE_PAUSE_S:
+            self._close_sentence(out)
+        if self._held is not None and not self._sentence:
+            text = self._rules.join(self._held)
+            _, end = _place(self._held, len(text), self._prev_end, None, self._rules.style)
+            if until - end >= self._rules.style.min_gap:
+                self._release(None, out)
+        return out
+
     def finish(self) -> list[Cue]:
         """Flush the unfinished sentence and the held cue: the transcript has ended."""
         out: list[Cue] = []

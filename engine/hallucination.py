@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
-from engine.asr import Segment
+from engine.asr import Lull, Segment
 
 _NON_WORD = re.compile(r"[^\w']+")
 
@@ -49,10 +49,12 @@ class HallucinationFilter:
         self.rules = rules or FilterRules()
         self._recent: list[str] = []
 
-    def __call__(self, segments: Iterable[Segment]) -> Iterator[Segment]:
+    def __call__(self, segments: Iterable[Segment | Lull]) -> Iterator[Segment | Lull]:
+        """The segments kept; a Lull passes through."""
         for segment in segments:
-            kept = self.check(segment)
-            if kept is not None:
+            if isinstance(segment, Lull):
+                yield segment
+            elif (kept := self.check(segment)) is not None:
                 yield kept
 
     def check(self, segment: Segment) -> Segment | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from engine.asr import Segment, TranscriptInfo
 from engine.protocol import Word
 
-_VERSION = 1
+_VERSION = 2  # 2: a seek names a speech chunk (engine.speech_chunks)
 
 
 @dataclass(frozen=True)

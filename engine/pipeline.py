@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine import captions, media, outcome
 from engine.asr import (
     DecodeOptions,
+    DecodingSetup,
+    Lull,
     ModelChoice,
     Segment,
     Transcriber,
     TranscriptInfo,
-    pick_device,
+    decoding_setup,
     resolve_model,
 )
 from engine.cache import Cache, CacheLimits
@@ -77,6 +79,8 @@ _SPAN_TRANSLATING: dict[Stage, tuple[float, float]] = {**_SPAN, "transcribe": (1
 # Decoded audio this much shorter than the file says (seconds, or share of its duration, the
 # larger) means the file was cut short.
 _CUT_SHORT_S = 1.0
+# How often the cue loop wakes while Whisper decodes a batch, to send translations on.
+_HEARTBEAT_S = 0.5
 _CUT_SHORT_SHARE = 0.05
 # OpenAI's own API needs a model name; this is a cheap, capable default there.
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -90,7 +94,7 @@ class EngineOptions:
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = 0
-    batch_size: int = 16
+    batch_size: int = 0  # 0: chosen for the device (engine.asr)
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "subtide")
     cache_limits: CacheLimits = field(default_factory=CacheLimits)
     use_cache: bool = True
@@ -183,11 +187,10 @@ class Engine:
         return resolve_model(spec, models, fallback=self.options.whisper_model)
 
     def health(self) -> Health:
-        device, compute_type = pick_device(self.options.device, self.options.compute_type)
         return Health(
             ok=True,
             version=engine_version(),
-            device=f"{device} ({compute_type})",
+            device=self._setup().describe(),
             model=self.options.whisper_model,
         )
 
@@ -744,8 +747,7 @@ class Engine:
             info, segments, fresh = cached[0], iter(cached[1]), False
         else:
             transcriber = self._load(choice)
-            resumable = self.options.use_cache and transcriber.resumable
-            journal = self.cache.journal(key) if resumable else None
+            journal = self.cache.journal(key) if self.options.use_cache else None
             info, decoded = yield from self._decode(transcriber, audio, options, journal, progress)
             segments, fresh = HallucinationFilter()(decoded), True
         yield progress.event(
@@ -758,6 +760,9 @@ class Engine:
         kept: list[Segment] = []
         for segment in segments:
             self._check_cancel()
+            if isinstance(segment, Lull):  # still decoding: what is settled goes out meanwhile
+                yield from emitter.push(builder.quiet_until(segment.until))
+                continue
             kept.append(segment)
             yield from emitter.push(builder.add(segment.words))
             yield progress.event(
@@ -785,26 +790,37 @@ class Engine:
         options: DecodeOptions,
         journal: Journal | None,
         progress: _Progress,
-    ) -> Generator[Event, None, tuple[TranscriptInfo, Iterator[Segment]]]:
-        """Decoded segments, journaled as they come; a journal left by a run that died is
-        taken up where it stopped. The model's process is killed by a stop: heard while it
-        loads, runs the VAD and detects the language, or decodes a window."""
+    ) -> Generator[Event, None, tuple[TranscriptInfo, Iterator[Segment | Lull]]]:
+        """Decoded segments, journaled as they come, with Lulls while a batch decodes; a
+        journal left by a run that died is taken up where it stopped. The model's process is
+        killed by a stop: heard while it loads, runs the VAD or decodes a batch."""
         stop = self._cancel.is_set
         checkpoint = journal.checkpoint() if journal else None
         if checkpoint is None:
-            yield progress.event("transcribe", message=f"Transcribing with {transcriber.name}")
-            info, decoded = transcriber.transcribe(audio, options, stop)
+            yield progress.event(
+                "transcribe",
+                message=f"Transcribing with {transcriber.name} on {transcriber.setup.describe()}",
+            )
+            info, decoded = transcriber.transcribe(audio, options, stop, heartbeat_s=_HEARTBEAT_S)
             done: list[Segment] = []
         else:
             at, total = _clock(checkpoint.at), _clock(checkpoint.info.duration)
             yield progress.event("transcribe", message=f"Resuming at {at} of {total}", notice=True)
             known = dataclasses.replace(options, language=checkpoint.info.language)
-            _, decoded = transcriber.transcribe(audio, known, stop, resume_seek=checkpoint.seek)
+            _, decoded = transcriber.transcribe(
+                audio, known, stop, resume_seek=checkpoint.seek, heartbeat_s=_HEARTBEAT_S
+            )
             info, done = checkpoint.info, checkpoint.segments
         if journal is None:
             return info, decoded
         journal.start(info, done)
         return info, chain(done, _journaled(decoded, journal))
+
+    def _setup(self) -> DecodingSetup:
+        options = self.options
+        return decoding_setup(
+            options.device, options.compute_type, options.cpu_threads, options.batch_size
+        )
 
     def _load(self, choice: ModelChoice) -> Transcriber:
         """Loads a model once and keeps it; a different model replaces it (memory is finite)."""
@@ -1033,10 +1049,11 @@ def _clamp(cue: Cue, duration: float) -> Cue:
     return cue.model_copy(update={"end": duration})
 
 
-def _journaled(segments: Iterator[Segment], journal: Journal) -> Iterator[Segment]:
+def _journaled(segments: Iterator[Segment | Lull], journal: Journal) -> Iterator[Segment | Lull]:
     try:
         for segment in segments:
-            journal.append(segment)
+            if isinstance(segment, Segment):
+                journal.append(segment)
             yield segment
     finally:
         journal.close()

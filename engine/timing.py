@@ -38,6 +38,11 @@ class SpeechSnapper:
         self._starts = [start for start, _ in self._regions]
         self.max_shift = max_shift
 
+    def extend(self, regions: Sequence[Region]) -> None:
+        """Takes regions that come after those it has."""
+        self._regions.extend(regions)
+        self._starts.extend(start for start, _ in regions)
+
     def snap(self, words: Sequence[Word]) -> list[Word]:
         if not self._regions:
             return list(words)

@@ -14,6 +14,8 @@ import pytest
 from engine.asr import DecodeOptions, Transcriber, resolve_model
 from engine.media import decode_audio
 from engine.protocol import SubtideError
+from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize
+from tests.support.wer import wer
 
 # Hang guards: a window decodes in 1-3 s on a busy 2-core CI machine; 10x that.
 HANG_S = 30
@@ -150,3 +152,33 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_no_sentence_of_speech_is_left_undecoded(transcriber, audio, clips):
+    """Batched decoding may end a chunk early (tiny.en dropped the dialogue's second sentence):
+    the part after its last word is decoded again, so every sentence spoken has words."""
+    _, segments = transcriber.transcribe(audio, DecodeOptions())
+    words = [word for segment in segments for word in segment.words]
+    for sentence in clips.dialogue.sentences:
+        inside = [w for w in words if sentence.start - 0.3 <= w.start <= sentence.end]
+        assert inside, f"nothing decoded for {sentence.text!r}"
+
+
+@pytest.mark.slow
+def test_a_long_file_comes_whole_and_in_order_while_the_vad_reads_it_in_two_goes(transcriber):
+    """Over two minutes, the VAD looks at the start first (for an early first cue) and at the
+    rest once the first chunk is decoded; every sentence still comes, in order, once."""
+    clip = synthesize(DIALOGUE_EN * 3, fixture_dir(), "dialogue_en_x3", gap=0.7)
+    audio = decode_audio(clip.wav)
+    assert len(audio) / 16000 > 130
+
+    _, stream = transcriber.transcribe(audio, DecodeOptions(), heartbeat_s=0.1)
+    got = list(stream)
+
+    assert None in got  # heartbeats came while a batch decoded
+    segments = [s for s in got if s is not None]
+    starts = [s.start for s in segments]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    assert wer(clip.script, " ".join(s.text for s in segments)) < 0.15  # tiny.en: 0.106
+    last = clip.sentences[-1]
+    assert segments[-1].end > last.start

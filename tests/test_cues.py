@@ -435,6 +435,16 @@ def test_closed_sentence_comes_out_once_the_next_word_arrives() -> None:
     assert builder.finish() == []
 
 
+def test_a_lull_settles_the_held_cue_as_the_next_word_would() -> None:
+    builder = CueBuilder(STYLE, "en")
+    first = spoken("Hello there.")
+    assert builder.add(first) == []
+    # The next cue could still begin within the reading time and cut it short.
+    assert builder.quiet_until(first[-1].end + 0.1) == []
+    [settled] = builder.quiet_until(first[-1].end + 5.0)
+    assert settled == build_cues(after(first, 5.0, "And welcome back."), STYLE, "en")[0]
+
+
 def test_segment_by_segment_gives_the_same_cues_as_all_at_once() -> None:
     words = spoken(
         "Good evening. Tonight we look at the history of the harbour, which was built in the "
@@ -529,3 +539,18 @@ def test_random_transcripts_keep_every_guarantee(language: str) -> None:
         builder = CueBuilder(style, language)
         streamed = [cue for chunk in random_chunks(rng, words) for cue in builder.add(chunk)]
         assert streamed + builder.finish() == cues
+        assert with_lulls(rng, words, style, language) == cues
+
+
+def with_lulls(rng: random.Random, words: list[Word], style: Style, language: str) -> list[Cue]:
+    """The cues streamed with a lull after each chunk, as the transcriber says them: no word
+    to come starts before a time at or a little before the next word's start."""
+    builder = CueBuilder(style, language)
+    streamed: list[Cue] = []
+    given = 0
+    for chunk in random_chunks(rng, words):
+        streamed += builder.add(chunk)
+        given += len(chunk)
+        if given < len(words):
+            streamed += builder.quiet_until(words[given].start - rng.choice([0.0, 0.1, 1.0]))
+    return streamed + builder.finish()

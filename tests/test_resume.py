@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pysrt
@@ -20,6 +21,15 @@ from tests.support.synth import DIALOGUE_EN, Clip, fixture_dir, synthesize
 MODEL = "bundled:tiny.en"
 # A hang guard: the whole clip transcribes in well under a minute on a busy 2-core machine.
 HANG_S = 300
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_chunk_at_a_time() -> Iterator[None]:
+    """Whisper's speech chunks decoded one at a time by `subtide run`, so that its journal
+    grows chunk by chunk and a kill lands between two of them."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WHISPER_BATCH_SIZE", "1")
+        yield
 
 
 @pytest.fixture(scope="module")

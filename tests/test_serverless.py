@@ -5,6 +5,7 @@ module; a test that kills some gets them back before the next test starts."""
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import os
 import re
@@ -213,15 +214,20 @@ def test_long_file_runs_as_parallel_parts_and_merges_like_one_local_run(
     local_spec = JobSpec(source=Source(path=str(weather.wav), title="weather"), whisper_model=MODEL)
     local = list(engine.run(local_spec))[-1]
     assert isinstance(local, ResultEvent), local
-    # Same words at the same times. Cue splits may differ: a part decoded without the audio
-    # before it sometimes comes back without punctuation, and then sentences share a cue.
+    # The same words at the same times. Not word for word: Whisper decodes a part in speech
+    # chunks of its own (its first one short, for an early cue), and a word heard at another
+    # place in a chunk is now and then heard otherwise ("very" / "Mary"). Cue splits may
+    # differ too: a part decoded without the audio before it sometimes comes back without
+    # punctuation, and then sentences share a cue.
     mine, theirs = timed_words(remote.cues), timed_words(local.cues)
-    assert [w.text for w in mine] == [w.text for w in theirs]
-    for word, other in zip(mine, theirs, strict=True):
-        assert abs(word.start - other.start) < 0.4 and abs(word.end - other.end) < 0.4, word
+    assert wer(" ".join(w.text for w in theirs), " ".join(w.text for w in mine)) <= 0.03
+    matcher = difflib.SequenceMatcher(None, [w.text for w in mine], [w.text for w in theirs])
+    for a, b, size in matcher.get_matching_blocks():
+        for word, other in zip(mine[a : a + size], theirs[b : b + size], strict=True):
+            assert abs(word.start - other.start) < 0.4 and abs(word.end - other.end) < 0.4, word
     first = 0
     for cue in remote.cues:  # each cue starts at its first word, on the whole file's clock
-        assert abs(cue.start - theirs[first].start) < 0.4, cue
+        assert abs(cue.start - mine[first].start) < 0.4, cue
         first += len(words(cue.text))
 
     ids = [cue.id for cue in remote.cues]

@@ -50,6 +50,7 @@ class WorkerPool:
             HF_HUB_OFFLINE="1",
             # One thread per worker, as one GPU per worker: workers scale out, not up.
             OMP_NUM_THREADS="1",
+            WHISPER_CPU_THREADS="1",
             **self.standin.worker_env(self.endpoint_id, worker_id),
         )
         env.update(self.env)

@@ -1,0 +1,66 @@
+"""The chunks Whisper decodes (issue 18): every bit of speech in exactly one, none longer than
+a window, the first short, none reaching into a long pause or into its neighbour."""
+
+import random
+from itertools import pairwise
+
+from engine.speech_chunks import FIRST_S, MAX_GAP_S, PAD_S, WINDOW_S, first_length, plan
+
+
+def _regions(seed: int, count: int = 200) -> list[tuple[float, float]]:
+    rng, t, regions = random.Random(seed), 0.0, []
+    for _ in range(count):
+        t += rng.choice([0.2, 0.5, 1.0, 3.0, 8.0]) * rng.random()
+        length = rng.uniform(0.3, 12.0)
+        regions.append((t, t + length))
+        t += length
+    return regions
+
+
+def test_every_region_lies_in_one_chunk_and_chunks_keep_their_limits():
+    for seed in range(20):
+        regions = _regions(seed)
+        duration = regions[-1][1] + 1.0
+        chunks = plan(regions, duration)
+        for start, end in regions:
+            holding = [c for c in chunks if c.start <= start and end <= c.end]
+            assert len(holding) == 1, (start, end)
+        for before, after in pairwise(chunks):
+            assert before.end <= after.start  # no word is decoded twice
+        assert all(c.end - c.start <= WINDOW_S for c in chunks)
+        # The first is decoded alone, for an early cue: short unless one region is longer.
+        first_start, first_end = regions[0]
+        longest_first = max(FIRST_S, first_end - first_start) + 2 * PAD_S
+        assert chunks[0].end - chunks[0].start <= longest_first
+
+
+def test_a_long_pause_ends_a_chunk():
+    chunks = plan([(1.0, 3.0), (3.0 + MAX_GAP_S + 0.5, 8.0), (8.5, 9.0)], 20.0)
+    assert len(chunks) == 2
+    assert chunks[0].end < 3.0 + MAX_GAP_S + 0.5 <= chunks[1].start + PAD_S
+
+
+def test_seek_names_the_chunk_in_frames():
+    [chunk] = plan([(12.345, 14.0)], 20.0)
+    assert chunk.seek == round((12.345 - PAD_S) * 100)
+
+
+def test_no_speech_no_chunks():
+    assert plan([], 10.0) == []
+
+
+def test_a_later_part_of_a_file_is_planned_from_where_the_first_chunk_ended():
+    chunks = plan([(10.05, 12.0), (12.5, 20.0)], 30.0, WINDOW_S, since=10.0)
+    assert chunks[0].start == 10.0  # its padding stops at the chunk before it
+    assert len(chunks) == 1
+
+
+def test_on_a_short_file_the_first_chunk_is_short_unless_that_costs_a_window_more():
+    # 75 s of speech in short sentences: a 6 s first chunk needs one window more than a
+    # file of three windows does, so the first is made longer; a long file keeps it short.
+    sentences = [(k * 3.0, k * 3.0 + 2.5) for k in range(25)]
+    assert len(plan(sentences, 76.0, FIRST_S)) > len(plan(sentences, 76.0, WINDOW_S - 2 * PAD_S))
+    longer = first_length(sentences, 76.0)
+    assert FIRST_S < longer < WINDOW_S
+    assert len(plan(sentences, 76.0, longer)) == len(plan(sentences, 76.0, WINDOW_S - 2 * PAD_S))
+    assert first_length([(1.0, 3.0), (3.5, 5.0)], 6.0) == FIRST_S
