@@ -332,7 +332,8 @@ def _segments(
                 snapper.extend(reply[1])
             elif reply[0] == "quiet":
                 lull = Lull(reply[1])
-                yield lull
+                if heartbeat_s is not None:
+                    yield lull
             else:
                 yield _segment(reply[1], snapper)
     finally:

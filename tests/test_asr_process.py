@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.asr import DecodeOptions, Transcriber, resolve_model
+from engine.asr import DecodeOptions, Lull, Segment, Transcriber, resolve_model
 from engine.media import decode_audio
 from engine.protocol import SubtideError
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize
@@ -175,10 +175,16 @@ def test_a_long_file_comes_whole_and_in_order_while_the_vad_reads_it_in_two_goes
     _, stream = transcriber.transcribe(audio, DecodeOptions(), heartbeat_s=0.1)
     got = list(stream)
 
-    assert None in got  # heartbeats came while a batch decoded
-    segments = [s for s in got if s is not None]
+    lulls = [s.until for s in got if isinstance(s, Lull)]
+    assert lulls and lulls == sorted(lulls)  # heartbeats came while a batch decoded
+    segments = [s for s in got if isinstance(s, Segment)]
     starts = [s.start for s in segments]
     assert starts == sorted(starts) and len(set(starts)) == len(starts)
     assert wer(clip.script, " ".join(s.text for s in segments)) < 0.15  # tiny.en: 0.106
     last = clip.sentences[-1]
     assert segments[-1].end > last.start
+    # A lull says no word to come starts before its time.
+    for k, item in enumerate(got):
+        if isinstance(item, Lull):
+            later = [s for s in got[k:] if isinstance(s, Segment)]
+            assert all(item.until <= s.start for s in later), item
