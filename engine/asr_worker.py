@@ -336,7 +336,7 @@ def _speech_pieces(
 
 
 _VAD_PIECE_S = 60.0
-_QUIET_SEARCH_S = 5.0
+_QUIET_SEARCH_S = 30.0
 
 
 def _quietest(audio: Samples, start: float, end: float) -> float:
