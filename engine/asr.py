@@ -36,7 +36,6 @@ _BASE_SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 _BASE_MODEL_BYTES = 145_217_532
 # faster-whisper's size names (faster_whisper.utils.available_models()), copied so that a model
 # spec can be checked without importing faster-whisper; tests/test_asr.py keeps them equal.
-CPU_BATCH = 4
 SIZE_NAMES = (
     "tiny.en",
     "tiny",
@@ -376,7 +375,7 @@ def _batch_size(device: str) -> int:
     """Chunks decoded at once: on a GPU as many as fit comfortably; on a CPU a few, which
     is where batching stops paying (measured in bench/asr_overhead.py) and keeps the work
     a crash can lose to one batch."""
-    return 16 if device == "cuda" else CPU_BATCH
+    return 16 if device == "cuda" else 4
 
 
 class _Worker:

@@ -22,11 +22,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine import speech_chunks
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("subtide.asr_worker")
 SAMPLE_RATE = 16000
@@ -75,6 +76,8 @@ class Samples:
     hour is 115 MB), made float32 a stretch at a time, the same values decode_audio gives."""
 
     def __init__(self, data: bytes) -> None:
+        import numpy as np
+
         self._samples = np.frombuffer(data, dtype=np.int16)
 
     @property
@@ -83,7 +86,7 @@ class Samples:
 
     def between(self, start: float, end: float | None = None) -> np.ndarray:
         last = None if end is None else int(end * SAMPLE_RATE)
-        piece = self._samples[int(start * SAMPLE_RATE) : last].astype(np.float32)
+        piece = self._samples[int(start * SAMPLE_RATE) : last].astype("float32")
         piece /= 32768.0
         return piece
 
@@ -104,6 +107,7 @@ def main(requests: Connection, replies: Connection) -> None:
 
 
 def _model(load: Load) -> Any:
+    import numpy as np
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     class Model(WhisperModel):
@@ -341,6 +345,8 @@ _QUIET_SEARCH_S = 30.0
 
 def _quietest(audio: Samples, start: float, end: float) -> float:
     """The middle of the quietest tenth of a second from `start` to `end`."""
+    import numpy as np
+
     frame = SAMPLE_RATE // 10
     piece = audio.between(start, end)
     frames = len(piece) // frame
@@ -362,7 +368,8 @@ def _speech_in(audio: Samples, start: float, end: float) -> list[tuple[float, fl
 def _windows(duration: float) -> list[tuple[float, float]]:
     """Without VAD: the whole audio, in pieces one window long."""
     step = speech_chunks.WINDOW_S - 2 * speech_chunks.PAD_S
-    return [(t, min(t + step, duration)) for t in np.arange(0.0, duration, step)]
+    starts = (k * step for k in range(int(duration // step) + 1))
+    return [(t, min(t + step, duration)) for t in starts if t < duration]
 
 
 def _language(
@@ -370,6 +377,7 @@ def _language(
 ) -> tuple[str, float]:
     """The job's language, or Whisper's guess from the first chunk (the first 30 s when
     there is no speech to decode), as the batched pipeline would guess it."""
+    import numpy as np
     from faster_whisper.audio import pad_or_trim
 
     if job.language:

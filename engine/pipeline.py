@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from engine import captions, media, outcome
 from engine.asr import (
     DecodeOptions,
-    DecodingSetup,
     Lull,
     ModelChoice,
     Segment,
@@ -79,9 +78,9 @@ _SPAN_TRANSLATING: dict[Stage, tuple[float, float]] = {**_SPAN, "transcribe": (1
 # Decoded audio this much shorter than the file says (seconds, or share of its duration, the
 # larger) means the file was cut short.
 _CUT_SHORT_S = 1.0
+_CUT_SHORT_SHARE = 0.05
 # How often the cue loop wakes while Whisper decodes a batch, to send translations on.
 _HEARTBEAT_S = 0.5
-_CUT_SHORT_SHARE = 0.05
 # OpenAI's own API needs a model name; this is a cheap, capable default there.
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -190,7 +189,12 @@ class Engine:
         return Health(
             ok=True,
             version=engine_version(),
-            device=self._setup().describe(),
+            device=decoding_setup(
+                self.options.device,
+                self.options.compute_type,
+                self.options.cpu_threads,
+                self.options.batch_size,
+            ).describe(),
             model=self.options.whisper_model,
         )
 
@@ -815,12 +819,6 @@ class Engine:
             return info, decoded
         journal.start(info, done)
         return info, chain(done, _journaled(decoded, journal))
-
-    def _setup(self) -> DecodingSetup:
-        options = self.options
-        return decoding_setup(
-            options.device, options.compute_type, options.cpu_threads, options.batch_size
-        )
 
     def _load(self, choice: ModelChoice) -> Transcriber:
         """Loads a model once and keeps it; a different model replaces it (memory is finite)."""
