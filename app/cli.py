@@ -593,6 +593,7 @@ def _files(job: JobSpec, result: ResultEvent, stem: str) -> list[RenderedFile]:
         style=job.style,
         title=result.title,
         duration=result.duration,
+        source=result.source,
     )
 
 

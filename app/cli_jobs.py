@@ -90,6 +90,28 @@ def said_if_slow(say: Callable[[str], None], message: str) -> Iterator[None]:
         timer.cancel()
 
 
+def summary(result: ResultEvent, seconds: float) -> str:
+    """A finished job in one line: "42 cues, 2 speakers, en → de, fr, in 1 min 12 s, text from
+    speech recognition"."""
+    parts = [f"{len(result.cues)} cue{'s' * (len(result.cues) != 1)}"]
+    speakers = len({cue.speaker for cue in result.cues if cue.speaker})
+    if speakers:
+        parts.append(f"{speakers} speaker{'s' * (speakers != 1)}")
+    targets = ", ".join(result.targets)
+    parts.append(f"{result.language} → {targets}" if targets else result.language)
+    minutes, rest = divmod(round(seconds), 60)
+    parts.append(f"in {minutes} min {rest} s" if minutes else f"in {seconds:.1f} s")
+    parts.append(f"text from {_TEXT_FROM[result.source]}")
+    return ", ".join(parts)
+
+
+_TEXT_FROM = {
+    "asr": "speech recognition",
+    "captions-manual": "captions or a subtitle file",
+    "captions-auto": "the video's automatic captions",
+}
+
+
 class Board:
     """One progress bar per running job, on stderr and only on a terminal; and the lasting
     `subtide: …` lines (errors, notices, where a file went), printed with or without a terminal.
@@ -109,6 +131,7 @@ class Board:
             disable=quiet or not self.console.is_terminal,
             console=self.console,
         )
+        self._quiet = quiet
         self._silenced = threading.Event()
 
     def __enter__(self) -> Board:
@@ -120,6 +143,7 @@ class Board:
 
     def follow(self, events: Iterator[Event], label: str) -> ResultEvent | None:
         task = self.progress.add_task(label, total=100)
+        started = time.monotonic()
         try:
             for event in events:
                 if event.type == "progress":
@@ -128,6 +152,10 @@ class Board:
                     text = f"{label}: {event.message or event.stage}"
                     self.progress.update(task, completed=event.percent, description=text[:70])
                 elif event.type == "result":
+                    self.progress.update(task, completed=100, description=f"{label}: done")
+                    self.progress.refresh()  # drawn now: the bar goes when the task does
+                    if not self._quiet:
+                        self.say(f"{label}: {summary(event, time.monotonic() - started)}")
                     return event
                 elif event.type == "error":
                     hint = f" ({event.hint})" if event.hint else ""

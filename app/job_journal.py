@@ -83,7 +83,7 @@ class JobJournal:
             "upload": str(upload) if upload else None,
             "submitted_ns": time.time_ns(),
         }
-        write_atomic(self.root / job_id / _SPEC, json.dumps(record))
+        write_atomic(self.root / job_id / _SPEC, json.dumps(record), private=True)
 
     def append(self, job_id: str, event: Event) -> None:
         line = event.model_dump_json().encode() + b"\n"

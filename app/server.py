@@ -486,7 +486,7 @@ class JobQueue:
         record["result" if isinstance(last, ResultEvent) else "error"] = last.model_dump(
             mode="json"
         )
-        write_atomic(self._results_dir / f"{job.id}.json", json.dumps(record))
+        write_atomic(self._results_dir / f"{job.id}.json", json.dumps(record), private=True)
         with self._cond:
             self._ended.append(job.id)
             while len(self._ended) > self._keep:

@@ -69,7 +69,7 @@ class Cache:
 
     def put_transcript(self, key: str, info: TranscriptInfo, segments: list[Segment]) -> None:
         data = {"info": asdict(info), "segments": [segment_to_dict(s) for s in segments]}
-        write_atomic(self._transcripts / key[:2] / f"{key}.json", json.dumps(data))
+        write_atomic(self._transcripts / key[:2] / f"{key}.json", json.dumps(data), private=True)
 
     def journal(self, key: str) -> Journal:
         """The checkpoint of the transcription whose cache key is `key` (see engine.journal)."""
@@ -92,7 +92,11 @@ class Cache:
         return lines
 
     def put_batch(self, key: str, lines: list[str]) -> None:
-        write_atomic(self._batches / key[:2] / f"{key}.json", json.dumps(lines, ensure_ascii=False))
+        write_atomic(
+            self._batches / key[:2] / f"{key}.json",
+            json.dumps(lines, ensure_ascii=False),
+            private=True,
+        )
 
     def get_audio(self, url: str) -> Download | None:
         entry = self._audio / _hash(url)
@@ -114,7 +118,7 @@ class Cache:
         shutil.move(download.path, tmp)
         os.replace(tmp, target)
         meta = {"url_sha256": _hash(url), "file": target.name, "title": download.title}
-        write_atomic(entry / "meta.json", json.dumps(meta))
+        write_atomic(entry / "meta.json", json.dumps(meta), private=True)
         return Download(path=target, title=download.title)
 
     def maybe_cleanup(self) -> None:

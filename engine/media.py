@@ -684,7 +684,7 @@ def write_audio_b64(data_b64: str, dest_dir: Path, *, max_bytes: int = 500_000_0
     if not data:
         raise SubtideError("bad_input", "The uploaded audio is empty (0 bytes)")
     path = dest_dir / f"{_UPLOAD_PREFIX}{hashlib.sha256(data).hexdigest()[:24]}"
-    write_atomic(path, data)
+    write_atomic(path, data, private=True)
     return path
 
 

@@ -308,7 +308,9 @@ class Engine:
         timings: dict[str, float],
     ) -> Generator[Event, None, _Text]:
         """The cues of a downloaded or local source: a subtitle file read, or audio transcribed."""
-        title = job.source.title or download.title or (listing.title if listing else None)
+        named = job.source.title or download.title or (listing.title if listing else None)
+        # A local file's name is its title, as a link's page title is the link's.
+        title = named or (Path(job.source.path).stem if job.source.path else None)
         mark = time.monotonic()
         if download.path.suffix.lower() in SUBTITLE_SUFFIXES:
             return (yield from self._subtitle_text(job, download.path, title, progress, translator))
@@ -330,7 +332,7 @@ class Engine:
         if duration < 0.1:
             raise SubtideError("bad_input", f"{job.source.label} contains no audible audio.")
         # An upload's file is named by its hash: the title says more.
-        shown = title or download.path.name
+        shown = named or download.path.name
         if _cut_short(duration, expected):
             yield progress.note(
                 f"Only {duration:.1f} s of {expected:.1f} s of {shown} "

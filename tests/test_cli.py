@@ -1,6 +1,7 @@
 """`subtide` as a user runs it: a real process, real files, one-line errors."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -50,6 +51,54 @@ def test_run_writes_every_format_that_parses(clips, cache_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_ends_in_a_summary_and_files_as_the_umask_says(clips, cache_root, tmp_path):
+    import json
+    import pty
+
+    out = tmp_path / "subs"
+    # On a terminal, as a user sees it: the bar is drawn only there.
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "run", str(clips.short.wav), "-o", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "CACHE_DIR": str(cache_root), "COLUMNS": "120"},
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        preexec_fn=lambda: os.umask(0o027),
+    ) as process:
+        os.close(follower)
+        shown = _read_all(leader)
+        assert process.wait(timeout=HANG_GUARD_S) == 0, shown
+    assert "100%" in shown, shown
+    summary = next(line for line in shown.splitlines() if line.startswith("subtide: "))
+    assert summary.startswith(f"subtide: {clips.short.wav}: "), shown
+    assert " cues, en, in " in summary and summary.endswith("text from speech recognition")
+    srt = out / "short_en.srt"
+    assert srt.stat().st_mode & 0o777 == 0o640  # as open() would have made it
+
+    done = subtide("run", str(clips.short.wav), "-o", str(out), "-f", "json", cache=cache_root)
+    document = json.loads((out / "short_en.json").read_text())
+    assert (document["title"], document["source"]) == ("short_en", "asr"), done.stderr
+
+
+def _read_all(fd: int) -> str:
+    """All a pseudo-terminal shows until the process on it ends, as plain lines."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    text = b"".join(chunks).decode(errors="replace").replace("\r", "\n")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)  # colours, cursor moves
+
+
+@pytest.mark.slow
 def test_a_url_source_is_named_after_its_title(clips, cache_root, tmp_path):
     with serve_directory(clips.short_mp4.parent) as base:
         done = subtide(
@@ -74,7 +123,8 @@ def test_bad_input_is_one_line_and_writes_nothing(clips, cache_root, tmp_path):
         cache=cache_root,
     )
     assert done.returncode == 1
-    errors = done.stderr.strip().splitlines()
+    *errors, finished = done.stderr.strip().splitlines()
+    assert finished.startswith(f"subtide: {clips.short.wav}: "), done.stderr
     assert len(errors) == 2, done.stderr
     # Neither can ever work, so both are refused, in the order given, before any source runs.
     assert "empty" in errors[0] and "ftp" in errors[1]

@@ -66,10 +66,38 @@ def client(app_url, tmp_path):
     return Client(app_url, verbose=False, download_files=str(tmp_path))
 
 
+# The page's form, as the page sends it to its own /run, which the API page does not list (so
+# a client knows neither its names nor its defaults): every value, in order.
+PAGE_FORM = {
+    "url": "",
+    "file": None,
+    "targets": [],
+    "caption_track": None,
+    "source_lang": "",
+    "whisper_model": "",
+    "force_asr": False,
+    "recue": False,
+    "speakers": "off",
+    "num_speakers": 0,
+    "llm_url": "",
+    "llm_model": "",
+    "llm_key": "",
+    "about": "",
+    "glossary": "",
+    "max_chars": 42,
+    "max_lines": 2,
+    "dual": False,
+    "speaker_labels": False,
+}
+
+
 def run(client: Client, **form) -> dict:
-    form.setdefault("file", None)
-    form.setdefault("caption_track", None)
-    return _returned(client.predict(**form, api_name="/run"))
+    return _returned(submit(client, **form).result())
+
+
+def submit(client: Client, **form):
+    assert form.keys() <= PAGE_FORM.keys(), form.keys() - PAGE_FORM.keys()
+    return client.submit(*{**PAGE_FORM, **form}.values(), api_name="/run")
 
 
 def _returned(output: tuple) -> dict:
@@ -180,9 +208,7 @@ def test_downloads_come_before_a_slow_preview(client, clips):
     PREVIEW_GATE.clear()
     try:
         with serve_directory(clips.short_mp4.parent) as site:
-            job = client.submit(
-                url=f"{site}/{clips.short_mp4.name}", file=None, caption_track=None, api_name="/run"
-            )
+            job = submit(client, url=f"{site}/{clips.short_mp4.name}")
             deadline = time.monotonic() + 60
             while not any(_has_downloads(_returned(output)) for output in job.outputs()):
                 assert time.monotonic() < deadline and not job.done(), "no downloads yet"
@@ -201,7 +227,7 @@ def test_downloads_come_before_a_slow_preview(client, clips):
 
 
 def test_audio_gets_an_audio_player_and_no_video(client, clips):
-    job = client.submit(file=handle_file(clips.short.wav), caption_track=None, api_name="/run")
+    job = submit(client, file=handle_file(clips.short.wav))
     job.result()
     # The player is set once, as the job starts; later updates leave it playing.
     first, *_, last = (_returned(output) for output in job.outputs())
@@ -340,3 +366,39 @@ def test_cancel_counts_when_the_pages_handler_was_closed_first(clips, cache_root
     # The next job waits for the stopped one, then runs to its end; a cancel then finds none.
     assert list(runner.run(engine, job, owner="page", heartbeat=0.1))[-1].type == "result"
     assert not runner.cancel("page")
+
+
+def test_the_readme_script_example_runs_as_written(app_url, clips, tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("### From a script", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    assert len(example.strip().splitlines()) <= 5, example
+    shutil.copy(clips.short.wav, tmp_path / "talk.mp4")  # ffmpeg reads it by its content
+    monkeypatch.chdir(tmp_path)
+    printed: list[str] = []
+    namespace = {"print": lambda *args: printed.append(" ".join(map(str, args)))}
+    exec(example.replace("http://127.0.0.1:7860/", app_url), namespace)
+
+    files, cues = namespace["files"], namespace["cues"]
+    assert printed and printed[0].startswith(f"{len(cues)} cues: Have you decided")
+    names = sorted(Path(f).name for f in files)
+    assert names == [f"talk.{ext}" for ext in ("ass", "json", "srt", "txt", "vtt")]
+    srt = pysrt.open(next(f for f in files if f.endswith(".srt")))
+    assert [item.text.replace("\n", " ") for item in srt] == [
+        cue["text"].replace("\n", " ") for cue in cues
+    ]
+
+
+def test_the_script_api_names_its_parts_hides_the_pages_and_raises(app_url):
+    client = Client(app_url, verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")
+    assert list(api["named_endpoints"]) == ["/transcribe"]
+    assert not api["unnamed_endpoints"]
+    transcribe = api["named_endpoints"]["/transcribe"]
+    assert all(p["parameter_has_default"] for p in transcribe["parameters"])
+    assert [r["label"] for r in transcribe["returns"]] == ["Subtitle files", "Cues"]
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Nothing to subtitle yet"):
+        client.predict(api_name="/transcribe")
+    with pytest.raises(AppError, match="ftp"):
+        client.predict(url="ftp://example.com/x.mp4", api_name="/transcribe")

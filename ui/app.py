@@ -152,26 +152,44 @@ def build(
             inputs=[*form.values(), session],
             outputs=[parts[name] for name in SCREEN],
             api_name="run",
+            # The page's own: scripts have /transcribe.
+            api_visibility="undocumented",
             # One backend: jobs take turns, and Cancel knows whose job is running.
             concurrency_limit=1,
+            concurrency_id=_JOBS,
             show_progress="hidden",
         )
+        _transcribe_api(handlers, form)
         for source in (form["url"], form["file"]):
             source.change(
-                forget_tracks, outputs=form["caption_track"], show_progress="hidden", queue=False
+                forget_tracks,
+                outputs=form["caption_track"],
+                show_progress="hidden",
+                queue=False,
+                api_visibility="private",
             )
         cancel.click(
-            handlers.cancel, outputs=progress, cancels=[job], api_name="cancel_job", queue=False
+            handlers.cancel,
+            outputs=progress,
+            cancels=[job],
+            api_name="cancel_job",
+            api_visibility="undocumented",
+            queue=False,
         )
         table.input(
             handlers.edit,
             inputs=[table, view, session],
             outputs=[video, downloads, session],
             api_name="edit",
+            api_visibility="undocumented",
             show_progress="hidden",
         )
         view.input(
-            handlers.switch_view, inputs=[view, session], outputs=video, show_progress="hidden"
+            handlers.switch_view,
+            inputs=[view, session],
+            outputs=video,
+            show_progress="hidden",
+            api_visibility="private",
         )
         if backend.check is not None:
             backend.check.click(
@@ -179,11 +197,52 @@ def build(
                 inputs=list(backend.inputs.values()),
                 outputs=backend.report,
                 api_name="check_backend",
+                api_visibility="undocumented",
             )
         _remember(blocks, [form["llm_key"]], _KEY_STORAGE)
         if remote is not None:
             _remember(blocks, list(backend.inputs.values()), _BACKEND_STORAGE)
     return blocks
+
+
+# The concurrency group of everything that runs a job: one at a time on the one backend.
+_JOBS = "jobs"
+# The page's boxes that /transcribe reads, in the order of Handlers.transcribe's parameters.
+_TRANSCRIBE_INPUTS = (
+    "url",
+    "targets",
+    "source_lang",
+    "whisper_model",
+    "force_asr",
+    "recue",
+    "speakers",
+    "num_speakers",
+    "llm_url",
+    "llm_model",
+    "llm_key",
+    "about",
+    "glossary",
+    "max_chars",
+    "max_lines",
+    "dual",
+    "speaker_labels",
+    "file",
+)
+
+
+def _transcribe_api(handlers: Handlers, form: dict[str, gr.components.Component]) -> None:
+    """/transcribe, for scripts (gradio_client): the page's options by name, each with the
+    page's default, and two named results, the files and the cues; a failure raises."""
+    files = gr.File(label="Subtitle files", file_count="multiple", visible=False)
+    cues = gr.JSON(label="Cues", visible=False)
+    gr.Button(visible=False).click(
+        handlers.transcribe,
+        inputs=[form[name] for name in _TRANSCRIBE_INPUTS],
+        outputs=[files, cues],
+        api_name="transcribe",
+        concurrency_limit=1,
+        concurrency_id=_JOBS,
+    )
 
 
 def launch(
@@ -418,6 +477,7 @@ def _backend(remote: Remote | None) -> _BackendSection:
         outputs=remote_only,
         show_progress="hidden",
         queue=False,
+        api_visibility="private",
     )
     return _BackendSection(inputs, check, report)
 

@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from engine import outcome
-from engine.formats import safe_stem
+from engine.formats import file_stem
 from engine.languages import same_language
 from engine.protocol import (
     Backend,
@@ -115,26 +115,26 @@ class Handlers:
         session: Subtitles | None,
         request: gr.Request,
     ) -> Iterator[list[Any]]:
-        form = Form(
-            url=url or "",
-            file=file,
-            targets=targets or [],
-            caption_track=caption_track or "",
-            source_lang=source_lang or "",
-            whisper_model=whisper_model or "",
-            force_asr=force_asr,
-            recue=recue,
-            speakers=speakers,
-            num_speakers=num_speakers,
-            llm_url=llm_url or "",
-            llm_model=llm_model or "",
-            llm_key=llm_key or "",
-            about=about or "",
-            glossary=glossary or "",
-            max_chars=max_chars,
-            max_lines=max_lines,
-            dual=dual,
-            speaker_labels=speaker_labels,
+        form = Form.of(
+            url,
+            file,
+            targets,
+            caption_track,
+            source_lang,
+            whisper_model,
+            force_asr,
+            recue,
+            speakers,
+            num_speakers,
+            llm_url,
+            llm_model,
+            llm_key,
+            about,
+            glossary,
+            max_chars,
+            max_lines,
+            dual,
+            speaker_labels,
         )
         try:
             self.uploads.check(form.file)
@@ -146,6 +146,68 @@ class Handlers:
         self.workspace.discard(session)
         run = _Run(self, backend, job, form, self.workspace.new_job(), request.session_hash)
         yield from run.follow()
+
+    def transcribe(
+        self,
+        url: str | None,
+        targets: list[str] | None,
+        source_lang: str | None,
+        whisper_model: str | None,
+        force_asr: bool,
+        recue: bool,
+        speakers: DiarizeMode,
+        num_speakers: float | None,
+        llm_url: str | None,
+        llm_model: str | None,
+        llm_key: str | None,
+        about: str | None,
+        glossary: str | None,
+        max_chars: float,
+        max_lines: float,
+        dual: bool,
+        speaker_labels: bool,
+        # Last, with its default: a page's box always holds a value, an upload may hold none.
+        file: str | None = None,
+        request: gr.Request | None = None,
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Subtitles for a link or an uploaded file: every download (SRT, VTT, ASS, TXT,
+        JSON per language) and the cues. Runs on this app's own backend; a failure raises."""
+        form = Form.of(
+            url,
+            file,
+            targets,
+            None,
+            source_lang,
+            whisper_model,
+            force_asr,
+            recue,
+            speakers,
+            num_speakers,
+            llm_url,
+            llm_model,
+            llm_key,
+            about,
+            glossary,
+            max_chars,
+            max_lines,
+            dual,
+            speaker_labels,
+        )
+        try:
+            self.uploads.check(form.file)
+            job = form.job()
+        except SubtideError as exc:
+            raise _error(exc.to_event()) from None
+        folder = self.workspace.new_job()
+        owner = request.session_hash if request else ""
+        with closing(self.runner.run(self.local, job, owner, HEARTBEAT_S)) as run:
+            for event in run:
+                if event is not None and event.type == "error":
+                    raise _error(event)
+                if event is not None and event.type == "result":
+                    files = _subtitles(event, job, folder, None).exports()
+                    return files, [cue.model_dump() for cue in event.cues]
+        raise _error(ErrorEvent(code="internal", message="The job ended without a result."))
 
     def _backend(self, job: JobSpec, mode: str, url: str, key: str) -> Backend:
         # Translating a subtitle file needs no GPU: the LLM does the work wherever it runs.
@@ -255,24 +317,7 @@ class _Run:
 
     def _finish(self, result: ResultEvent) -> Iterator[list[Any]]:
         self.cues = {cue.id: cue for cue in result.cues}
-        subtitles = Subtitles(
-            cues=tuple(result.cues),
-            language=result.language,
-            # Targets in the spoken language were skipped, and those where nothing could be
-            # translated failed: they get no column and no files (the warning says why).
-            targets=tuple(
-                outcome.written(
-                    result.targets,
-                    [t for t in self.job.target_langs if not same_language(t, result.language)],
-                )
-            ),
-            style=self.job.style,
-            stem=safe_stem(result.title or self._file_title()),
-            title=result.title,
-            duration=result.duration,
-            video=self.video,
-            folder=self.folder,
-        )
+        subtitles = _subtitles(result, self.job, self.folder, self.video)
         downloads = subtitles.exports()
         if self.preview is not None and not self.preview.done():
             # The downloads need not wait for the preview video. Editing does: an edit made now
@@ -322,8 +367,33 @@ class _Run:
         self.video, self.preview = self.preview.result(), None
         return gr.skip() if self.video is None else gr.Video(value=self.video, visible=True)
 
-    def _file_title(self) -> str:
-        return Path(self.form.file).stem if self.form.file else ""
+
+def _subtitles(result: ResultEvent, job: JobSpec, folder: Path, video: Path | None) -> Subtitles:
+    """A finished job as the editor and the downloads take it."""
+    return Subtitles(
+        cues=tuple(result.cues),
+        language=result.language,
+        # Targets in the spoken language were skipped, and those where nothing could be
+        # translated failed: they get no column and no files (the warning says why).
+        targets=tuple(
+            outcome.written(
+                result.targets,
+                [t for t in job.target_langs if not same_language(t, result.language)],
+            )
+        ),
+        style=job.style,
+        stem=file_stem(job.source, result.title),
+        title=result.title,
+        duration=result.duration,
+        video=video,
+        folder=folder,
+    )
+
+
+def _error(event: ErrorEvent) -> gr.Error:
+    """A failed job for a script: gradio_client raises it with this message."""
+    hint = f" To fix: {event.hint}" if event.hint else ""
+    return gr.Error(f"{event.message}{hint}", print_exception=False)
 
 
 def _failed(error: ErrorEvent, percent: float) -> list[Any]:

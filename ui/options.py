@@ -99,6 +99,52 @@ class Form:
     dual: bool
     speaker_labels: bool
 
+    @classmethod
+    def of(
+        cls,
+        url: str | None,
+        file: str | None,
+        targets: list[str] | None,
+        caption_track: str | None,
+        source_lang: str | None,
+        whisper_model: str | None,
+        force_asr: bool,
+        recue: bool,
+        speakers: DiarizeMode,
+        num_speakers: float | None,
+        llm_url: str | None,
+        llm_model: str | None,
+        llm_key: str | None,
+        about: str | None,
+        glossary: str | None,
+        max_chars: float,
+        max_lines: float,
+        dual: bool,
+        speaker_labels: bool,
+    ) -> Form:
+        """The form as the page (or a script) sends it: an empty box may come as None."""
+        return cls(
+            url=url or "",
+            file=file,
+            targets=targets or [],
+            caption_track=caption_track or "",
+            source_lang=source_lang or "",
+            whisper_model=whisper_model or "",
+            force_asr=force_asr,
+            recue=recue,
+            speakers=speakers,
+            num_speakers=num_speakers,
+            llm_url=llm_url or "",
+            llm_model=llm_model or "",
+            llm_key=llm_key or "",
+            about=about or "",
+            glossary=glossary or "",
+            max_chars=max_chars,
+            max_lines=max_lines,
+            dual=dual,
+            speaker_labels=speaker_labels,
+        )
+
     def source(self) -> Source:
         url = self.url.strip()
         if url and self.file:
