@@ -13,12 +13,13 @@ import pysrt
 import pytest
 from gradio_client import Client, handle_file
 
-from engine.protocol import Cue, Style
+from engine.edits import CueList
+from engine.protocol import Cue, Style, SubtideError
 from tests.support.browser import serve_app
 from tests.support.http_server import serve_directory
 from tests.support.openai_server import Reply, fake_translation, lines_of, serve_openai
 from ui.handlers import SCREEN
-from ui.table import KEPT, apply_edits, table
+from ui.table import KEPT, edits, table
 
 MODEL = "bundled:tiny.en"
 API_KEY = "sk-test-key-do-not-echo"
@@ -135,19 +136,55 @@ def test_upload_streams_cues_into_the_table_and_exports_every_format(client, cli
     assert Path(screen["video"]["subtitles"]).read_text().startswith("WEBVTT")
 
 
-def test_an_edit_reaches_the_downloads(client, clips):
+def test_every_edit_reaches_the_downloads_and_undo_takes_it_back(client, clips):
     screen = run(client, file=handle_file(clips.short_mp4))
     table = screen["table"]["value"]
+    before = pysrt.open(str(download(screen, "short_en.srt")))
     table["data"][0][4] = "An edited first line."
+    table["data"][0][2] = "0:02.000"
 
-    video, downloads = client.predict(table, "source", api_name="/edit")
+    _, video, downloads, *_ = client.predict(table, "source", api_name="/edit")
 
-    edited = {Path(path).name: Path(path) for path in downloads}
-    before = pysrt.open(str(download(screen, "short_en.srt")))[0]
-    after = pysrt.open(str(edited["short_en.srt"]))[0]
-    assert after.text == "An edited first line."
-    assert (after.start, after.end) == (before.start, before.end)  # times are not editable
+    edited = srt_of(downloads)
+    assert edited[0].text == "An edited first line."
+    assert (edited[0].start.ordinal, edited[0].end.ordinal) == (before[0].start.ordinal, 2000)
     assert "An edited first line." in Path(video["subtitles"]).read_text()
+
+    merged = srt_of(operate(client, "merge", cue=1)[2])
+    assert len(merged) == len(before) - 1
+    assert merged[0].text.replace("\n", " ").startswith("An edited first line. ")
+    split = srt_of(operate(client, "split", cue=1, playhead=before[1].start.ordinal / 1000)[2])
+    assert len(split) == len(before)
+    assert srt_of(operate(client, "undo")[2]) == merged
+    assert srt_of(operate(client, "undo")[2]) == edited
+    assert srt_of(operate(client, "redo")[2]) == merged
+    shifted = srt_of(operate(client, "shift_all", shift_ms=-100)[2])
+    moved = [s.start.ordinal - m.start.ordinal for s, m in zip(shifted, merged, strict=True)]
+    assert moved == [-100] * len(merged)
+
+
+def test_a_refused_edit_leaves_the_cues_as_they_were(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4))
+    before = pysrt.open(str(download(screen, "short_en.srt")))
+
+    # The page shows why (a notice); the cue list stays as it was.
+    _, _, downloads, *_ = operate(client, "set_end", cue=1, playhead=30.0)
+    assert srt_of(downloads) == before
+    table = screen["table"]["value"]
+    rows = [row for row in table["data"] if row[0] != 2]  # the row menu's "Delete row"
+    _, _, downloads, *_ = client.predict({**table, "data": rows}, "source", api_name="/edit")
+    assert [s.text for s in srt_of(downloads)] == [s.text for k, s in enumerate(before) if k != 1]
+
+
+def operate(client: Client, operation: str, cue: int = 0, playhead=None, shift_ms=0) -> tuple:
+    """One of the editor's buttons, as the page presses it (it reads the playhead itself)."""
+    return client.predict(
+        cue, playhead, shift_ms, None, "", "", "", "source", api_name=f"/edit_{operation}"
+    )
+
+
+def srt_of(downloads: list[str]) -> pysrt.SubRipFile:
+    return pysrt.open(next(path for path in downloads if path.endswith(".srt")))
 
 
 def test_a_bad_url_shows_the_engines_message(client):
@@ -238,13 +275,20 @@ def test_audio_gets_an_audio_player_and_no_video(client, clips):
     assert last["video"]["visible"] is False
 
 
+def applied(cues: list[Cue], rows: list[list], style: Style | None = None) -> list[Cue]:
+    """The cues after the table's edits, as the page applies them."""
+    edited = CueList(tuple(cues), style or Style(), "en")
+    for change in edits(cues, rows, ["de"]):
+        edited = edited.apply(change)
+    return list(edited.cues)
+
+
 def test_edits_are_rewrapped_and_matched_by_id():
-    style = Style(max_chars_per_line=20)
     cues = [
         Cue(id=1, start=0, end=2, text="Hello.", translations={"de": "Hallo."}, untranslated=[]),
         Cue(
             id=2,
-            start=2,
+            start=2.5,
             end=4,
             text="Two\nlines",
             translations={"de": "Two lines"},
@@ -252,18 +296,33 @@ def test_edits_are_rewrapped_and_matched_by_id():
         ),
     ]
     rows = [
-        # Row 2 first, a row the user added, and row 1 missing: only row 2 changes.
-        [2, "x", "x", "", "Two lines", "Zwei Zeilen, die nicht in eine passen"],
+        # Row 2 first, a row that is no cue's, row 1 as it was: only cue 2 changes.
+        [2, "0:02.500", "0:04.000", "", "Two lines", "Zwei Zeilen, die nicht in eine passen"],
         [99, "", "", "", "stray", ""],
+        table(cues, ["de"])["data"][0],
     ]
 
-    edited = apply_edits(cues, rows, ["de"], style, "en")
+    edited = applied(cues, rows, Style(max_chars_per_line=20))
 
     assert edited[0] == cues[0]
+    assert applied(cues, rows[:2])[0].id == 2  # a row taken out is its cue deleted
     assert edited[1].text == "Two\nlines"  # unchanged apart from its line break: kept as is
     assert edited[1].translations["de"] == "Zwei Zeilen, die\nnicht in eine passen"
     assert edited[1].untranslated == []
-    assert (edited[1].start, edited[1].end) == (2, 4)
+    assert (edited[1].start, edited[1].end) == (2.5, 4)
+
+
+def test_a_time_cell_moves_its_cue_and_a_bad_one_is_refused_with_advice():
+    cues = [Cue(id=1, start=0, end=2, text="Hello."), Cue(id=2, start=3, end=4, text="Bye.")]
+    [first, second] = table(cues, [])["data"]
+
+    moved = applied(cues, [[*first[:2], "0:02.500", *first[3:]], second])
+    assert (moved[0].start, moved[0].end) == (0, 2.5)
+    with pytest.raises(SubtideError, match="would overlap cue 2") as refused:
+        applied(cues, [[*first[:2], "0:03.500", *first[3:]], second])
+    assert "End it at 0:02.917 or earlier" in refused.value.hint
+    with pytest.raises(SubtideError, match="'soon' is not a time"):
+        applied(cues, [[*first[:2], "soon", *first[3:]], second])
 
 
 def test_lines_kept_in_english_are_a_warning_and_marked_rows(client, tmp_path):
@@ -300,9 +359,8 @@ def test_the_kept_marker_is_not_taken_for_an_edit():
     [row] = table([cue], ["de"])["data"]
     assert row[5] == KEPT
 
-    [unchanged] = apply_edits([cue], [row], ["de"], Style(), "en")
-    assert unchanged == cue
-    [edited] = apply_edits([cue], [[*row[:5], "Hallo."]], ["de"], Style(), "en")
+    assert edits([cue], [row], ["de"]) == []
+    [edited] = applied([cue], [[*row[:5], "Hallo."]])
     assert edited.translations == {"de": "Hallo."} and edited.untranslated == []
 
 

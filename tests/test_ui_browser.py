@@ -40,6 +40,7 @@ SETTINGS_GUARD_MS = HANG_GUARD_S * 1000
 SLOW_LLM_S = 3.0
 FIRST_TEXT_CELL = '#cues [data-testid="cell-0-4"]'
 DONE = "#progress [data-state=done]"
+PLAYER = "document.querySelector('#preview video')"
 # Shows the preview's text track and says how many cues it holds, once it has loaded them.
 TRACK_CUES = """() => {
     const video = document.querySelector('#preview video');
@@ -177,6 +178,68 @@ def test_run_preview_edit_and_download(page, clips, llm):
     assert all(
         request.headers.get("authorization") == f"Bearer {API_KEY}" for request in llm.requests
     )
+
+
+def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page, clips):
+    upload(page, clips.short_mp4)
+    page.click("#run")
+    page.wait_for_selector(DONE)
+    page.wait_for_function(TRACK_CUES)
+    before = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    second = before[1].start.ordinal / 1000
+
+    # A click on a row plays from its cue's start, and selects the cue.
+    page.locator('#cues [data-testid="cell-1-4"]').click()
+    page.wait_for_function(f"() => Math.abs({PLAYER}.currentTime - {second}) < 0.01")
+    page.wait_for_function("() => document.querySelector('#cue-id input').value === '2'")
+    # While it plays, the row of the cue being played is marked.
+    page.evaluate(f"() => {{ {PLAYER}.muted = true; {PLAYER}.play(); }}")
+    page.wait_for_selector("#cues .virtual-row.subtide-playing")
+    page.evaluate(f"() => {PLAYER}.pause()")
+    now = page.evaluate(f"() => {PLAYER}.currentTime")
+    playing = [c for c in before if c.start.ordinal / 1000 <= now < c.end.ordinal / 1000]
+    marked = page.locator(
+        "#cues .virtual-row.subtide-playing [data-col='4'] span.text"
+    ).inner_text()
+    assert [marked.strip()] == [c.text.replace("\n", " ") for c in playing]
+
+    # "s" splits the selected cue at the player's position; "z" undoes it.
+    show_frame(page, second + (before[1].end.ordinal / 1000 - second) / 2)
+    old_srt = download_href(page, "short_en.srt")
+    page.locator("#editor-keys").click()  # out of any text box
+    page.keyboard.press("s")
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    split = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    assert len(split) == len(before) + 1
+    shot(page, "06-split")
+    old_srt = download_href(page, "short_en.srt")
+    page.keyboard.press("z")
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    undone = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    assert [c.text for c in undone] == [c.text for c in before]
+
+
+def test_the_editor_at_a_phone_width_keeps_its_headers_whole(browser, app_url, clips):
+    context = new_context(browser)
+    page = context.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(app_url)
+    page.wait_for_selector("#run")
+    upload(page, clips.short_mp4)
+    page.click("#run")
+    page.wait_for_selector(DONE)
+    heights = page.evaluate(
+        "() => Array.from(document.querySelectorAll('#cues [role=columnheader]'),"
+        " (th) => th.offsetHeight)"
+    )
+    line = page.evaluate(
+        "() => parseFloat(getComputedStyle("
+        "document.querySelector('#cues [role=columnheader]')).lineHeight) || 20"
+    )
+    shot(page, "07-phone")
+    context.close()
+    # A header wrapped letter by letter is several lines tall; a whole one is one line.
+    assert heights and max(heights) < 3 * line, heights
 
 
 def test_a_bad_url_shows_the_error_and_the_app_stays_usable(page, clips):

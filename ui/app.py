@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -12,7 +13,8 @@ from fastapi import FastAPI
 from gradio.exceptions import InvalidPathError
 
 from engine.protocol import Backend
-from ui.handlers import SCREEN, Handlers, PreviewFetcher, forget_tracks
+from ui.editor import OPERATIONS
+from ui.handlers import EDITED, SCREEN, Handlers, PreviewFetcher, forget_tracks
 from ui.options import (
     AUTO,
     DEFAULT_MODEL,
@@ -24,7 +26,7 @@ from ui.options import (
 from ui.remote import BACKEND_MODES, LOCAL, REMOTE, Remote
 from ui.session import Workspace
 from ui.status import status_html
-from ui.table import STATIC_COLUMNS, column_widths, headers
+from ui.table import END_COLUMN, START_COLUMN, STATIC_COLUMNS, column_widths, headers
 from ui.uploads import NOT_UPLOADED, NOT_UPLOADED_HINT, Uploads
 
 # BrowserState encrypts with this before writing localStorage. The page can read it, so it
@@ -127,9 +129,11 @@ def build(
                     column_widths=column_widths(()),
                     wrap=True,
                     max_height=520,
-                    label="Subtitles (double-click a text cell to edit; times are fixed)",
+                    label="Subtitles (click a row to play it; double-click a time or a text "
+                    "to edit it)",
                     elem_id="cues",
                 )
+                tools = _editor()
                 downloads = gr.File(
                     label="Downloads", file_count="multiple", interactive=False, elem_id="downloads"
                 )
@@ -176,14 +180,30 @@ def build(
             api_visibility="undocumented",
             queue=False,
         )
+        parts["speaker"] = tools.speaker
+        edited = [parts[name] for name in EDITED]
         table.input(
             handlers.edit,
             inputs=[table, view, session],
-            outputs=[video, downloads, session],
+            outputs=edited,
             api_name="edit",
             api_visibility="undocumented",
             show_progress="hidden",
         )
+        table.select(handlers.select, inputs=session, outputs=tools.cue, api_visibility="private")
+        boxes = [tools.cue, tools.playhead, tools.shift_ms, tools.speaker, tools.new_name]
+        boxes += [tools.find, tools.replace_with, view, session]
+        for operation, button in tools.buttons.items():
+            button.click(
+                partial(handlers.operate, operation),
+                inputs=boxes,
+                outputs=edited,
+                js=_AT_PLAYHEAD,
+                api_name=f"edit_{operation}",
+                api_visibility="undocumented",
+                show_progress="hidden",
+            )
+        blocks.load(None, js=_PLAYER_LINK)
         view.input(
             handlers.switch_view,
             inputs=[view, session],
@@ -243,6 +263,121 @@ def _transcribe_api(handlers: Handlers, form: dict[str, gr.components.Component]
         concurrency_limit=1,
         concurrency_id=_JOBS,
     )
+
+
+@dataclass
+class _Editor:
+    cue: gr.Number
+    playhead: gr.Number
+    shift_ms: gr.Number
+    speaker: gr.Dropdown
+    new_name: gr.Textbox
+    find: gr.Textbox
+    replace_with: gr.Textbox
+    buttons: dict[str, gr.Button]
+
+
+def _editor() -> _Editor:
+    """The editor's tools under the table: each button is one edit of the cue list."""
+    buttons: dict[str, gr.Button] = {}
+    with gr.Group(elem_id="editor"):
+        with gr.Row(equal_height=True):
+            cue = gr.Number(
+                label="Cue", precision=0, minimum=0, elem_id="cue-id", min_width=80, scale=0
+            )
+            shift_ms = gr.Number(
+                value=0, label="Shift (ms)", precision=0, elem_id="shift-ms", min_width=100, scale=0
+            )
+            playhead = gr.Number(visible=False, elem_id="playhead")
+        with gr.Row(elem_id="editor-buttons"):
+            for label, operation in OPERATIONS.items():
+                buttons[operation] = gr.Button(
+                    label, size="sm", elem_id=f"edit-{operation.replace('_', '-')}", min_width=60
+                )
+        with gr.Row(equal_height=True):
+            speaker = gr.Dropdown(label="Speaker", choices=[], elem_id="speaker-from")
+            new_name = gr.Textbox(label="Name", placeholder="e.g. Anna", elem_id="speaker-name")
+            buttons["rename"] = gr.Button("Rename speaker", size="sm", elem_id="edit-rename")
+        with gr.Row(equal_height=True):
+            find = gr.Textbox(label="Find", elem_id="find")
+            replace_with = gr.Textbox(label="Replace with", elem_id="replace-with")
+            buttons["replace"] = gr.Button("Replace all", size="sm", elem_id="edit-replace")
+    gr.Markdown(_KEYS_HELP, elem_id="editor-keys")
+    return _Editor(cue, playhead, shift_ms, speaker, new_name, find, replace_with, buttons)
+
+
+# The player's position, read in the page as a button is pressed: the second of the boxes.
+_AT_PLAYHEAD = """(...boxes) => {
+    const player = document.querySelector('#preview video, #audio audio');
+    boxes[1] = player ? player.currentTime : null;
+    return boxes;
+}"""
+_KEYS = {"s": "split", "m": "merge", "[": "set_start", "]": "set_end", "z": "undo", "y": "redo"}
+_KEYS_HELP = (
+    "Keys (outside a text box): "
+    + ", ".join(f"**{key}** {operation.replace('_', ' ')}" for key, operation in _KEYS.items())
+    + ". Click a row to select its cue and play from its start."
+)
+# The row being played; headers whole and the table scrolled sideways on a narrow screen; the
+# player's subtitles clear of its controls.
+_CSS = """
+#cues .virtual-row.subtide-playing [role=gridcell] { background: var(--color-accent-soft); }
+#cues [role=columnheader] { white-space: nowrap; word-break: keep-all; }
+@media (max-width: 640px) {
+    #cues .table-wrap { overflow-x: auto; }
+    #cues .table-container { min-width: 600px; }
+}
+#preview video::cue { line-height: 1.2; }
+"""
+# Rows and player linked in the page: a click on a row plays from its cue's start, the row
+# of the cue being played is marked and kept in view, and the keys press the buttons.
+_PLAYER_LINK = (
+    r"""() => {
+    const keys = __KEYS__;
+    const player = () => document.querySelector('#preview video, #audio audio');
+    const seconds = (text) => text.trim().split(':').reduce((a, part) => a * 60 + Number(part), 0);
+    const rows = () => [...document.querySelectorAll('#cues [role=row].virtual-row')];
+    const times = (row) => {
+        const cell = (col) => row.querySelector(`[role=gridcell][data-col="${col}"]`);
+        const start = cell(__START__), end = cell(__END__);
+        return start && end ? [seconds(start.innerText), seconds(end.innerText)] : null;
+    };
+    if (!document.getElementById('subtide-style')) {
+        const style = document.createElement('style');
+        style.id = 'subtide-style';
+        style.textContent = __CSS__;
+        document.head.append(style);
+    }
+    document.addEventListener('click', (event) => {
+        const row = event.target.closest('#cues [role=row].virtual-row');
+        const media = player();
+        const span = row && times(row);
+        if (media && span) media.currentTime = span[0];
+    });
+    document.addEventListener('timeupdate', (event) => {
+        if (event.target !== player()) return;
+        const now = event.target.currentTime;
+        for (const row of rows()) {
+            const span = times(row);
+            const playing = !!span && span[0] <= now && now < span[1];
+            if (playing && !row.classList.contains('subtide-playing')) {
+                row.scrollIntoView({block: 'nearest'});
+            }
+            row.classList.toggle('subtide-playing', playing);
+        }
+    }, true);
+    document.addEventListener('keydown', (event) => {
+        if (event.ctrlKey || event.metaKey || event.altKey) return;
+        if (event.target.closest('input, textarea, [contenteditable="true"]')) return;
+        const operation = keys[event.key];
+        const button = operation && document.getElementById('edit-' + operation.replace('_', '-'));
+        if (button) { event.preventDefault(); button.click(); }
+    });
+}""".replace("__KEYS__", json.dumps(_KEYS))
+    .replace("__START__", str(START_COLUMN))
+    .replace("__END__", str(END_COLUMN))
+    .replace("__CSS__", json.dumps(_CSS))
+)
 
 
 def launch(

@@ -19,6 +19,7 @@ from typing import Any
 import gradio as gr
 
 from engine import outcome
+from engine.edits import CueList
 from engine.formats import file_stem
 from engine.languages import same_language
 from engine.protocol import (
@@ -32,6 +33,7 @@ from engine.protocol import (
     SubtideError,
 )
 from ui import table as cue_table
+from ui.editor import EditorInput
 from ui.jobs import JobRunner
 from ui.options import ASR_TRACK, SOURCE_NOTES, Form, media_kind, track_choices
 from ui.remote import REMOTE, Remote, local_lines, report_html
@@ -230,14 +232,53 @@ class Handlers:
         return report_html(report.ok, report.lines())
 
     def edit(self, rows: list[list[Any]], view: str | None, session: Subtitles | None) -> list[Any]:
-        """The table was edited: the cues take its text, the preview and downloads follow."""
+        """The table was edited: its changes go through the cue list, which the table, the
+        preview and the downloads are then drawn from again (a refused change is undone)."""
         if session is None:  # edits during a job are not kept: the next cues replace them
-            return [gr.skip(), gr.skip(), gr.skip()]
-        cues = cue_table.apply_edits(
-            session.cues, rows, session.targets, session.style, session.language
-        )
-        edited = replace(session, cues=tuple(cues))
-        return [_video(edited, view or SOURCE_VIEW), edited.exports(), edited]
+            return [gr.skip()] * len(EDITED)
+        try:
+            for change in cue_table.edits(session.cues, rows, session.targets):
+                session = session.apply(change)
+        except SubtideError as exc:
+            _refused(exc)
+        return _edited(session, view)
+
+    def operate(
+        self,
+        operation: str,
+        cue_id: float | None,
+        playhead: float | None,
+        shift_ms: float | None,
+        speaker: str | None,
+        new_name: str | None,
+        find: str | None,
+        replace_with: str | None,
+        view: str | None,
+        session: Subtitles | None,
+    ) -> list[Any]:
+        """One of the editor's buttons (OPERATIONS) on the selected cue, at the playhead."""
+        if session is None:
+            return [gr.skip()] * len(EDITED)
+        try:
+            if operation == "undo":
+                session = replace(session, edits=session.edits.undo())
+            elif operation == "redo":
+                session = replace(session, edits=session.edits.redo())
+            else:
+                boxes = EditorInput(
+                    cue_id, playhead, shift_ms, speaker, new_name, find, replace_with
+                )
+                session = session.apply(boxes.edit(operation, session))
+        except SubtideError as exc:
+            _refused(exc)
+        return _edited(session, view)
+
+    def select(self, session: Subtitles | None, selected: gr.SelectData) -> Any:
+        """A click on a row selects its cue for the editor's buttons."""
+        row = selected.index[0] if isinstance(selected.index, list | tuple) else selected.index
+        if session is None or not 0 <= row < len(session.cues):
+            return gr.skip()
+        return session.cues[row].id
 
     def switch_view(self, view: str, session: Subtitles | None) -> Any:
         return gr.skip() if session is None else _video(session, view)
@@ -371,8 +412,7 @@ class _Run:
 def _subtitles(result: ResultEvent, job: JobSpec, folder: Path, video: Path | None) -> Subtitles:
     """A finished job as the editor and the downloads take it."""
     return Subtitles(
-        cues=tuple(result.cues),
-        language=result.language,
+        edits=CueList(tuple(result.cues), job.style, result.language, result.duration),
         # Targets in the spoken language were skipped, and those where nothing could be
         # translated failed: they get no column and no files (the warning says why).
         targets=tuple(
@@ -381,10 +421,8 @@ def _subtitles(result: ResultEvent, job: JobSpec, folder: Path, video: Path | No
                 [t for t in job.target_langs if not same_language(t, result.language)],
             )
         ),
-        style=job.style,
         stem=file_stem(job.source, result.title),
         title=result.title,
-        duration=result.duration,
         video=video,
         folder=folder,
     )
@@ -394,6 +432,42 @@ def _error(event: ErrorEvent) -> gr.Error:
     """A failed job for a script: gradio_client raises it with this message."""
     hint = f" To fix: {event.hint}" if event.hint else ""
     return gr.Error(f"{event.message}{hint}", print_exception=False)
+
+
+# What an edit redraws, in this order.
+EDITED = ("table", "video", "downloads", "timeline", "speaker", "session")
+
+
+def _edited(session: Subtitles, view: str | None) -> list[Any]:
+    timeline = speaker_timeline(session.cues, session.duration)
+    return [
+        _editable_table(session),
+        _video(session, view or SOURCE_VIEW),
+        session.exports(),
+        gr.HTML(timeline, visible=bool(timeline)),
+        speaker_picker(session),
+        session,
+    ]
+
+
+def _editable_table(session: Subtitles) -> Any:
+    """The table of a finished job, drawn from the cue list: text and times editable."""
+    return gr.Dataframe(
+        value=cue_table.table(session.cues, session.targets),
+        interactive=True,
+        column_widths=cue_table.column_widths(session.targets),
+    )
+
+
+def speaker_picker(session: Subtitles) -> Any:
+    speakers = sorted({cue.speaker for cue in session.cues if cue.speaker})
+    return gr.Dropdown(choices=speakers, value=speakers[0] if speakers else None)
+
+
+def _refused(exc: SubtideError) -> None:
+    """A refused edit: a notice on the page, and the list as it was."""
+    hint = f" {exc.hint}" if exc.hint else ""
+    gr.Warning(f"{exc.message}{hint}")
 
 
 def _failed(error: ErrorEvent, percent: float) -> list[Any]:

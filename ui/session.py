@@ -10,9 +10,10 @@ import shutil
 import tempfile
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from engine.edits import CueList, Edit
 from engine.formats import render, render_files
 from engine.languages import language_name
 from engine.protocol import Cue, Format, Style
@@ -24,17 +25,35 @@ _DUAL_PREFIX = "dual:"
 
 @dataclass(frozen=True)
 class Subtitles:
-    """What the editor, the preview and the downloads are made from."""
+    """What the editor, the preview and the downloads are made from: the cue list, which every
+    edit goes through (engine.edits), and what names and plays them."""
 
-    cues: tuple[Cue, ...]
-    language: str
+    edits: CueList
     targets: tuple[str, ...]
-    style: Style
     stem: str  # file names for the downloads, from the title
     title: str | None
-    duration: float
     video: Path | None  # the playable preview, if there is one
     folder: Path  # this job's own files, removed with the session
+
+    @property
+    def cues(self) -> tuple[Cue, ...]:
+        return self.edits.cues
+
+    @property
+    def language(self) -> str:
+        return self.edits.language
+
+    @property
+    def style(self) -> Style:
+        return self.edits.style
+
+    @property
+    def duration(self) -> float:
+        return self.edits.duration or 0.0
+
+    def apply(self, edit: Edit) -> Subtitles:
+        """These subtitles after `edit`; a SubtideError says why one is refused."""
+        return replace(self, edits=self.edits.apply(edit))
 
     def exports(self) -> list[str]:
         """Every download, from the current cues: one file per format and language.

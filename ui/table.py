@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.cues import wrap_text
+from engine.edits import Delete, Edit, SetText, SetTimes, clock, flat
 from engine.languages import language_name
-from engine.protocol import Cue, Style
+from engine.protocol import Cue, SubtideError
 
 FIXED_HEADERS = ("#", "start", "end", "speaker", "text")
-# The columns a user may not edit: the id ties a row to its cue, and times are not editable.
-STATIC_COLUMNS = [0, 1, 2, 3]
+# The columns a user may not edit: the id ties a row to its cue, and a speaker is renamed for
+# all its cues at once (the Speakers tools).
+STATIC_COLUMNS = [0, 3]
+START_COLUMN, END_COLUMN = FIXED_HEADERS.index("start"), FIXED_HEADERS.index("end")
 TEXT_COLUMN = FIXED_HEADERS.index("text")
 # Percent of the table's width (Gradio takes px or %, not calc()); the text columns share the
 # rest, less a little for the scroll bar.
@@ -37,10 +39,10 @@ def table(cues: Iterable[Cue], targets: Sequence[str]) -> dict[str, Any]:
     rows = [
         [
             cue.id,
-            _clock(cue.start),
-            _clock(cue.end),
+            clock(cue.start),
+            clock(cue.end),
             cue.speaker or "",
-            _flat(cue.text),
+            flat(cue.text),
             *(_cell(cue, lang) for lang in targets),
         ]
         for cue in cues
@@ -48,61 +50,56 @@ def table(cues: Iterable[Cue], targets: Sequence[str]) -> dict[str, Any]:
     return {"headers": headers(targets), "data": rows}
 
 
-def apply_edits(
-    cues: Sequence[Cue],
-    rows: Sequence[Sequence[Any]],
-    targets: Sequence[str],
-    style: Style,
-    language: str,
-) -> list[Cue]:
-    """The cues with the table's text; an edited cell is wrapped again to the style's lines.
-
-    Rows are matched by id, so a row the user added or removed never shifts another cue."""
+def edits(cues: Sequence[Cue], rows: Sequence[Sequence[Any]], targets: Sequence[str]) -> list[Edit]:
+    """The table's changes as edits of the cue list: text, translations and times, and a
+    deleted row (the row menu's) as its cue deleted. Rows are matched by id; an unchanged cell
+    gives no edit, so the engine's line breaks stay. A row the menu added is no cue's: the
+    table is drawn again from the list, without it (cues are added by Split and New cue)."""
     by_id = {_row_id(row): row for row in rows}
-    edited = []
+    found: list[Edit] = []
     for cue in cues:
         row = by_id.get(cue.id)
-        edited.append(cue if row is None else _edit(cue, row, targets, style, language))
-    return edited
+        found.extend([Delete(cue.id)] if row is None else _row_edits(cue, row, targets))
+    return found
 
 
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(max(seconds, 0.0), 60)
-    return f"{int(minutes)}:{rest:06.3f}"
-
-
-def _edit(cue: Cue, row: Sequence[Any], targets: Sequence[str], style: Style, language: str) -> Cue:
-    cells = [str(cell or "") for cell in row[TEXT_COLUMN:]]
-    text = _rewrapped(cue.text, cells[0], style, language)
-    translations = dict(cue.translations)
-    untranslated = list(cue.untranslated)
+def _row_edits(cue: Cue, row: Sequence[Any], targets: Sequence[str]) -> list[Edit]:
+    found: list[Edit] = []
+    start, end = (_seconds(row[k]) for k in (START_COLUMN, END_COLUMN))
+    if (start, end) != (_round(cue.start), _round(cue.end)):
+        found.append(SetTimes(cue.id, start, end))
+    cells = [flat(str(cell or "")) for cell in row[TEXT_COLUMN:]]
+    if cells[0] != flat(cue.text):
+        found.append(SetText(cue.id, cells[0]))
     for lang, cell in zip(targets, cells[1:], strict=False):
-        if _flat(cell) == _cell(cue, lang):
-            continue  # unchanged: keeps the engine's own line breaks, and the marker stays one
-        translations[lang] = wrap_text(cell, style, lang)
-        # A line the user wrote is no longer the source text standing in for a translation.
-        untranslated = [code for code in untranslated if code != lang]
-    return cue.model_copy(
-        update={"text": text, "translations": translations, "untranslated": untranslated}
-    )
+        if cell != _cell(cue, lang):
+            found.append(SetText(cue.id, cell, lang))
+    return found
 
 
-def _rewrapped(before: str, cell: str, style: Style, language: str) -> str:
-    # Cells show the text on one line; an unchanged cell keeps the engine's own line breaks.
-    if _flat(cell) == _flat(before):
-        return before
-    return wrap_text(cell, style, language)
+def _seconds(cell: Any) -> float:
+    """A time cell ("1:02.500", "0:01:02.5" or "62.5") in seconds, to the millisecond shown."""
+    text = str(cell or "").strip()
+    try:
+        seconds = 0.0
+        for part in text.split(":"):
+            seconds = seconds * 60 + float(part)
+    except ValueError:
+        raise SubtideError(
+            "bad_input", f"{text!r} is not a time.", "Write it as minutes:seconds, e.g. 1:02.500."
+        ) from None
+    return _round(seconds)
+
+
+def _round(seconds: float) -> float:
+    return round(seconds, 3)
 
 
 def _cell(cue: Cue, lang: str) -> str:
     translated = cue.translations.get(lang, "")
     if not translated and lang in cue.untranslated:
         return KEPT
-    return _flat(translated)
-
-
-def _flat(text: str) -> str:
-    return " ".join(text.split())
+    return flat(translated)
 
 
 def _row_id(row: Sequence[Any]) -> int | None:
