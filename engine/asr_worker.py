@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -112,14 +111,13 @@ def _model(load: Load) -> Any:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     class Model(WhisperModel):
-        """Whisper that encodes no more of a window than its chunks need (_heard), and keeps
-        the encoding it detected the language from for the decoding of the same chunk: on a
-        CPU an encoding is most of a short chunk's time."""
+        """Whisper that keeps the encoding it detected the language from for the decoding of
+        the same chunk: on a CPU an encoding is most of a short chunk's time."""
 
         kept: tuple[np.ndarray, Any] | None = None
 
         def detect(self, features: np.ndarray) -> tuple[str, float]:
-            encoded = super().encode(_heard(features))
+            encoded = super().encode(features)
             self.kept = (features, encoded)
             token, probability = self.model.detect_language(encoded)[0][0]
             return token[2:-2], probability
@@ -128,7 +126,7 @@ def _model(load: Load) -> Any:
             kept, self.kept = self.kept, None
             if kept is not None and np.array_equal(kept[0], features):
                 return kept[1]
-            return super().encode(_heard(features))
+            return super().encode(features)
 
     model = Model(
         load.path,
@@ -259,32 +257,6 @@ def _decoded(
     segments, _ = pipeline.transcribe(span, **_options(job, language, relative))
     for segment in segments:
         yield _raw(segment, chunks, start)
-
-
-def _heard(features: np.ndarray) -> np.ndarray:
-    """A batch's features without the window's padding that no chunk of it needs. Encoding
-    time grows with the input, and a short chunk padded to 30 s is mostly padding. Some room
-    is kept: given 3 to 7 s, base loops (WER over 1 on the dialogue in 6 s chunks); given 15
-    or 20 s, base and tiny.en match 30 s windows in WER, English and Spanish, and 20 s keeps
-    an MP4 and its WAV to the same words. Each chunk's padding is zeros (pad_or_trim)."""
-    import numpy as np
-
-    sounding = np.flatnonzero(features.any(axis=(0, 1)))
-    content_s = (int(sounding[-1]) + 1 if len(sounding) else 0) / _FRAMES_PER_S
-    if content_s < _SHORTEST_TRIMMED_S:
-        return features
-    seconds = max(_SHORTEST_ENCODING_S, math.ceil(content_s) + _ENCODING_ROOM_S)
-    return features[..., : min(features.shape[-1], seconds * _FRAMES_PER_S)]
-
-
-_FRAMES_PER_S = 100
-_SHORTEST_ENCODING_S = 20
-# Under a word or two, where Whisper invents most, the whole window is kept: the hallucination
-# filter's thresholds were measured on it (given 20 s, a tenth of a second of "Thank" came out
-# as "I'm", believed at 0.14).
-_SHORTEST_TRIMMED_S = 2.0
-# Word alignment reads the encoding up to the chunk's whole seconds: it must not end sooner.
-_ENCODING_ROOM_S = 1
 
 
 def _missed(
