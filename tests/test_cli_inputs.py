@@ -75,8 +75,10 @@ def test_run_writes_beside_a_subtitle_file_it_would_overwrite(cache_root, tmp_pa
     assert done.returncode == 0, done.stderr
     assert talk.read_text() == TALK_SRT, "the source is untouched"
     assert done.stdout.split() == [str(tmp_path / "talk-2.srt")]
-    assert done.stderr == (
-        f"subtide: {talk}: {talk} is the source itself; writing {tmp_path / 'talk-2.srt'} instead\n"
+    summary, clash = done.stderr.splitlines()
+    assert summary.startswith(f"subtide: {talk}: ") and "text from" in summary
+    assert clash == (
+        f"subtide: {talk}: {talk} is the source itself; writing {tmp_path / 'talk-2.srt'} instead"
     )
     assert "Bye." in (tmp_path / "talk-2.srt").read_text()
 
@@ -452,5 +454,6 @@ def test_translate_refuses_to_drop_cues_unless_forced_and_then_says_so(cache_roo
     assert refused.returncode == 1 and refused.stderr.startswith(f"subtide: {broken}: ")
     assert forced.returncode == 0, forced.stderr
     assert forced.stdout.split() == [str(out / "broken.de.srt")]
-    notices = [line for line in forced.stderr.splitlines() if line.startswith("subtide: ")]
+    *notices, summary = forced.stderr.splitlines()
+    assert summary.endswith("text from captions or a subtitle file"), forced.stderr
     assert len(notices) == 1 and "1" in notices[0], "the notice says how many cues were left out"
