@@ -41,6 +41,7 @@ SLOW_LLM_S = 3.0
 FIRST_TEXT_CELL = '#cues [data-testid="cell-0-4"]'
 DONE = "#progress [data-state=done]"
 PLAYER = "document.querySelector('#preview video')"
+RUN_DISABLED = "() => document.querySelector('#run').disabled"
 # Shows the preview's text track and says how many cues it holds, once it has loaded them.
 TRACK_CUES = """() => {
     const video = document.querySelector('#preview video');
@@ -211,7 +212,7 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
     page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
     split = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
     assert len(split) == len(before) + 1
-    shot(page, "06-split")
+    shot(page, "10-split")
     old_srt = download_href(page, "short_en.srt")
     page.keyboard.press("z")
     page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
@@ -236,7 +237,7 @@ def test_the_editor_at_a_phone_width_keeps_its_headers_whole(browser, app_url, c
         "() => parseFloat(getComputedStyle("
         "document.querySelector('#cues [role=columnheader]')).lineHeight) || 20"
     )
-    shot(page, "07-phone")
+    shot(page, "11-phone")
     context.close()
     # A header wrapped letter by letter is several lines tall; a whole one is one line.
     assert heights and max(heights) < 3 * line, heights
@@ -265,9 +266,11 @@ def test_cancel_stops_the_job_and_a_next_run_works(page, clips, llm):
         page.click("#run")
         page.wait_for_selector(FIRST_TEXT_CELL)
         page.wait_for_selector("#progress [data-state=running]")
+        assert page.evaluate(RUN_DISABLED), "a second Run would queue a second job"
         shot(page, "07-before-cancel")
         page.click("#cancel")
         page.wait_for_selector("#progress [data-state=cancelled]")
+        page.wait_for_function(f"() => !({RUN_DISABLED})()")
         rows = page.locator("#cues [role=row]").count()
         time.sleep(2 * HEARTBEAT_S)  # a job still followed would have moved the page by now
         assert page.locator("#progress [data-state=cancelled]").is_visible()

@@ -139,6 +139,7 @@ def build(
                 )
         session = gr.State(None, delete_callback=Workspace.discard)
         parts = {
+            "run": run,
             "progress": progress,
             "caption_track": form["caption_track"],
             "error": error,
@@ -174,7 +175,7 @@ def build(
             )
         cancel.click(
             handlers.cancel,
-            outputs=progress,
+            outputs=[progress, run],
             cancels=[job],
             api_name="cancel_job",
             api_visibility="undocumented",

@@ -52,6 +52,7 @@ from ui.uploads import Uploads
 log = logging.getLogger(__name__)
 PreviewFetcher = Callable[[str, Path], Path | None]
 SCREEN = (
+    "run",
     "progress",
     "caption_track",
     "error",
@@ -283,10 +284,10 @@ class Handlers:
     def switch_view(self, view: str, session: Subtitles | None) -> Any:
         return gr.skip() if session is None else _video(session, view)
 
-    def cancel(self, request: gr.Request) -> Any:
-        if not self.runner.cancel(request.session_hash):
-            return gr.skip()
-        return cancelled_html()
+    def cancel(self, request: gr.Request) -> list[Any]:
+        """The status and the Run button: Run is offered again, whatever was running."""
+        cancelled = self.runner.cancel(request.session_hash)
+        return [cancelled_html() if cancelled else gr.skip(), _RUN_ENABLED]
 
 
 class _Run:
@@ -343,6 +344,7 @@ class _Run:
 
     def _start_screen(self) -> list[Any]:
         return screen(
+            run=_RUN_DISABLED,
             progress=self._progress(),
             error=gr.HTML(visible=False),
             table=self._table(self.job.target_langs, interactive=False),
@@ -373,6 +375,7 @@ class _Run:
         timeline = speaker_timeline(subtitles.cues, subtitles.duration)
         has_video = subtitles.video is not None
         yield screen(
+            run=_RUN_ENABLED,
             progress=done_html(
                 len(result.cues), time.monotonic() - self.started, SOURCE_NOTES[result.source]
             ),
@@ -470,10 +473,17 @@ def _refused(exc: SubtideError) -> None:
     gr.Warning(f"{exc.message}{hint}")
 
 
+# Run is switched off while a job runs (a second press would queue a second job), and back on
+# at every end: done, failed, cancelled.
+_RUN_ENABLED = gr.Button(interactive=True)
+_RUN_DISABLED = gr.Button(interactive=False)
+
+
 def _failed(error: ErrorEvent, percent: float) -> list[Any]:
     if error.code == "cancelled":
-        return screen(progress=cancelled_html())
+        return screen(run=_RUN_ENABLED, progress=cancelled_html())
     return screen(
+        run=_RUN_ENABLED,
         progress=status_html("failed", "Stopped", percent, "See the message below."),
         error=gr.HTML(error_html(error.message, error.hint), visible=True),
     )
