@@ -89,7 +89,7 @@ PAGE_FORM = {
     "max_chars": 42,
     "max_lines": 2,
     "dual": False,
-    "speaker_labels": False,
+    "speaker_labels": True,
 }
 
 
@@ -144,7 +144,7 @@ def test_every_edit_reaches_the_downloads_and_undo_takes_it_back(client, clips):
     table["data"][0][4] = "An edited first line."
     table["data"][0][2] = "0:02.000"
 
-    _, video, downloads, *_ = client.predict(table, "source", api_name="/edit")
+    _, video, downloads, *_ = client.predict(table, "source", False, api_name="/edit")
 
     edited = srt_of(downloads)
     assert edited[0].text == "An edited first line."
@@ -173,8 +173,36 @@ def test_a_refused_edit_leaves_the_cues_as_they_were(client, clips):
     assert srt_of(downloads) == before
     table = screen["table"]["value"]
     rows = [row for row in table["data"] if row[0] != 2]  # the row menu's "Delete row"
-    _, _, downloads, *_ = client.predict({**table, "data": rows}, "source", api_name="/edit")
+    _, _, downloads, *_ = client.predict({**table, "data": rows}, "source", False, api_name="/edit")
     assert [s.text for s in srt_of(downloads)] == [s.text for k, s in enumerate(before) if k != 1]
+
+
+def test_clearing_a_text_deletes_its_cue_once_confirmed(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4))
+    before = pysrt.open(str(download(screen, "short_en.srt")))
+    table = screen["table"]["value"]
+    table["data"][1][4] = ""
+
+    # Not confirmed (the page asks first): refused, nothing lost.
+    _, _, downloads, *_ = client.predict(table, "source", False, api_name="/edit")
+    assert srt_of(downloads) == before
+    _, _, downloads, *_ = client.predict(table, "source", True, api_name="/edit")
+    assert [s.text for s in srt_of(downloads)] == [s.text for k, s in enumerate(before) if k != 1]
+    assert srt_of(operate(client, "undo")[2]) == before
+
+
+def test_speaker_labels_follow_the_switch_after_the_run(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4), speakers="builtin", num_speakers=2)
+    labelled = pysrt.open(str(download(screen, "short_en.srt")))
+    speakers = {row[3] for row in rows(screen)}
+    assert len(speakers) == 2
+    assert all(sub.text.startswith("[") for sub in labelled), labelled.text
+
+    _, _, downloads, *_ = client.predict(False, "source", api_name="/relabel")
+    plain = srt_of(downloads)
+    assert [s.text.replace("\n", " ") for s in plain] == [row[4] for row in rows(screen)]
+    _, _, downloads, *_ = client.predict(True, "source", api_name="/relabel")
+    assert srt_of(downloads) == labelled
 
 
 def operate(client: Client, operation: str, cue: int = 0, playhead=None, shift_ms=0) -> tuple:

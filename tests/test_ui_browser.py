@@ -42,6 +42,9 @@ FIRST_TEXT_CELL = '#cues [data-testid="cell-0-4"]'
 DONE = "#progress [data-state=done]"
 PLAYER = "document.querySelector('#preview video')"
 RUN_DISABLED = "() => document.querySelector('#run').disabled"
+# The bottom of the video's box and the top of the player's controls, in page pixels.
+PLAYER_BOXES = """() => [document.querySelector('#preview video').getBoundingClientRect().bottom,
+    document.querySelector('#preview .controls').getBoundingClientRect().top]"""
 # Shows the preview's text track and says how many cues it holds, once it has loaded them.
 TRACK_CUES = """() => {
     const video = document.querySelector('#preview video');
@@ -219,6 +222,37 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
     undone = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
     assert [c.text for c in undone] == [c.text for c in before]
 
+    # The waveform: a region per cue; a click plays from there; an edge dragged retimes.
+    wave = page.locator("#waveform svg")
+    assert int(wave.get_attribute("data-cues")) == len(before)
+    scale = float(page.locator("#waveform .subtide-wave").get_attribute("data-px-per-s"))
+    wave.scroll_into_view_if_needed()
+    box = wave.bounding_box()
+    page.mouse.click(box["x"] + 1.5 * scale, box["y"] + 60)
+    page.wait_for_function(f"() => Math.abs({PLAYER}.currentTime - 1.5) < 0.1")
+    end = page.locator('#waveform [data-cue="1"] .subtide-edge[data-edge="end"]').bounding_box()
+    old_srt = download_href(page, "short_en.srt")
+    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] / 2 - 0.4 * scale, end["y"] + 40, steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    dragged = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    moved = (dragged[0].end.ordinal - before[0].end.ordinal) / 1000
+    assert moved == pytest.approx(-0.4, abs=0.05)
+    assert dragged[0].start == before[0].start
+    shot(page, "12-waveform")
+
+    # A cleared text deletes its cue once the page's question is answered yes.
+    old_srt = download_href(page, "short_en.srt")
+    questions = []
+    page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+    edit_first_text(page, "")
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    cleared = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    assert [c.text for c in cleared] == [c.text for c in dragged[1:]]
+    assert len(questions) == 1, questions  # asked once, though the table reports it twice
+
 
 def test_the_editor_at_a_phone_width_keeps_its_headers_whole(browser, app_url, clips):
     context = new_context(browser)
@@ -237,10 +271,25 @@ def test_the_editor_at_a_phone_width_keeps_its_headers_whole(browser, app_url, c
         "() => parseFloat(getComputedStyle("
         "document.querySelector('#cues [role=columnheader]')).lineHeight) || 20"
     )
-    shot(page, "11-phone")
+    times = page.evaluate(
+        "() => Array.from(document.querySelectorAll("
+        "'#cues [role=gridcell][data-col=\"1\"] span.text'), (cell) => cell.offsetHeight)"
+    )
+    controls = {}
+    page.locator("#preview").scroll_into_view_if_needed()
+    for width in (390, 1366):
+        page.set_viewport_size({"width": width, "height": 844})
+        controls[width] = page.evaluate(PLAYER_BOXES)
+        if width == 390:
+            shot(page, "11-phone")
+    shot(page, "13-wide")
     context.close()
     # A header wrapped letter by letter is several lines tall; a whole one is one line.
     assert heights and max(heights) < 3 * line, heights
+    assert times and max(times) < 1.5 * line, times  # "0:00.514", not "0:00.5 / 14"
+    # The player draws the subtitles at the bottom of the video's box: the controls are under it.
+    for width, (video_bottom, controls_top) in controls.items():
+        assert controls_top >= video_bottom, (width, video_bottom, controls_top)
 
 
 def test_a_bad_url_shows_the_error_and_the_app_stays_usable(page, clips):
@@ -276,6 +325,11 @@ def test_cancel_stops_the_job_and_a_next_run_works(page, clips, llm):
         assert page.locator("#progress [data-state=cancelled]").is_visible()
         assert page.locator("#cues [role=row]").count() == rows
         shot(page, "08-cancelled")
+        # What was done is kept: the cues so far are downloadable, German where translated.
+        kept = downloads(page)
+        assert {"dialogue_en.srt", "dialogue_en.de.srt"} <= kept.keys()
+        first = pysrt.from_string(kept["dialogue_en.srt"])[0].text.replace("\n", " ")
+        assert first == page.locator(FIRST_TEXT_CELL).inner_text().strip()
     finally:
         llm.latency = 0.0
 
@@ -396,6 +450,7 @@ def upload(page, path: Path) -> None:
 def edit_first_text(page, text: str) -> None:
     page.locator(FIRST_TEXT_CELL).dblclick()
     page.keyboard.press("Control+A")
+    page.keyboard.press("Backspace")
     page.keyboard.type(text)
     page.keyboard.press("Enter")
 

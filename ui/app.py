@@ -26,7 +26,14 @@ from ui.options import (
 from ui.remote import BACKEND_MODES, LOCAL, REMOTE, Remote
 from ui.session import Workspace
 from ui.status import status_html
-from ui.table import END_COLUMN, START_COLUMN, STATIC_COLUMNS, column_widths, headers
+from ui.table import (
+    END_COLUMN,
+    START_COLUMN,
+    STATIC_COLUMNS,
+    TEXT_COLUMN,
+    column_widths,
+    headers,
+)
 from ui.uploads import NOT_UPLOADED, NOT_UPLOADED_HINT, Uploads
 
 # BrowserState encrypts with this before writing localStorage. The page can read it, so it
@@ -111,16 +118,18 @@ def build(
                     elem_id="progress",
                 )
                 error = gr.HTML(visible=False, elem_id="error")
-                form |= _options(defaults)
+                options, names = _options(defaults)
+                form |= options
                 backend = _backend(remote)
                 form |= backend.inputs
             with gr.Column(scale=2, min_width=420):
                 video = gr.Video(
-                    label="Preview", interactive=False, visible=False, height=360, elem_id="preview"
+                    label="Preview", interactive=False, visible=False, elem_id="preview"
                 )
                 audio = gr.Audio(label="Audio", interactive=False, visible=False, elem_id="audio")
                 view = gr.Radio(label="Subtitles in the preview", visible=False, elem_id="view")
                 timeline = gr.HTML(visible=False, elem_id="timeline")
+                waveform = gr.HTML(visible=False, elem_id="waveform")
                 table = gr.Dataframe(
                     value={"headers": headers(()), "data": []},
                     type="array",
@@ -133,7 +142,7 @@ def build(
                     "to edit it)",
                     elem_id="cues",
                 )
-                tools = _editor()
+                tools = _editor(names)
                 downloads = gr.File(
                     label="Downloads", file_count="multiple", interactive=False, elem_id="downloads"
                 )
@@ -148,6 +157,7 @@ def build(
             "audio": audio,
             "view": view,
             "timeline": timeline,
+            "waveform": waveform,
             "downloads": downloads,
             "session": session,
         }
@@ -175,7 +185,7 @@ def build(
             )
         cancel.click(
             handlers.cancel,
-            outputs=[progress, run],
+            outputs=[parts[name] for name in SCREEN],
             cancels=[job],
             api_name="cancel_job",
             api_visibility="undocumented",
@@ -183,15 +193,25 @@ def build(
         )
         parts["speaker"] = tools.speaker
         edited = [parts[name] for name in EDITED]
+        delete_cleared = gr.Checkbox(visible=False)
         table.input(
             handlers.edit,
-            inputs=[table, view, session],
+            inputs=[table, view, session, delete_cleared],
             outputs=edited,
+            js=_CONFIRM_CLEARED,
             api_name="edit",
             api_visibility="undocumented",
             show_progress="hidden",
         )
         table.select(handlers.select, inputs=session, outputs=tools.cue, api_visibility="private")
+        form["speaker_labels"].input(
+            handlers.relabel,
+            inputs=[form["speaker_labels"], view, session],
+            outputs=edited,
+            api_name="relabel",
+            api_visibility="undocumented",
+            show_progress="hidden",
+        )
         boxes = [tools.cue, tools.playhead, tools.shift_ms, tools.speaker, tools.new_name]
         boxes += [tools.find, tools.replace_with, view, session]
         for operation, button in tools.buttons.items():
@@ -204,6 +224,7 @@ def build(
                 api_visibility="undocumented",
                 show_progress="hidden",
             )
+        _retime_on_drag(handlers, view, session, edited)
         blocks.load(None, js=_PLAYER_LINK)
         view.input(
             handlers.switch_view,
@@ -266,6 +287,38 @@ def _transcribe_api(handlers: Handlers, form: dict[str, gr.components.Component]
     )
 
 
+def _retime_on_drag(
+    handlers: Handlers, view: gr.Radio, session: gr.State, edited: list[Any]
+) -> None:
+    """A region's edge dropped on the waveform: the page's script leaves the cue and its new
+    time where the button's own script picks them up, and presses the button (hidden)."""
+    cue, start, end = (gr.Number(visible=False) for _ in range(3))
+    button = gr.Button("Retime", elem_id="wave-retime", elem_classes=["subtide-offscreen"])
+    button.click(
+        handlers.retime,
+        inputs=[cue, start, end, view, session],
+        outputs=edited,
+        js=_DROPPED,
+        api_visibility="private",
+        show_progress="hidden",
+    )
+
+
+# The edge dropped last (set by _PLAYER_LINK), as the first three inputs.
+_DROPPED = """(...inputs) => {
+    const dropped = window.subtideDropped || {};
+    window.subtideDropped = null;
+    return [dropped.cue ?? null, dropped.start ?? null, dropped.end ?? null, ...inputs.slice(3)];
+}"""
+
+
+@dataclass
+class _SpeakerNames:
+    speaker: gr.Dropdown
+    new_name: gr.Textbox
+    rename: gr.Button
+
+
 @dataclass
 class _Editor:
     cue: gr.Number
@@ -278,9 +331,19 @@ class _Editor:
     buttons: dict[str, gr.Button]
 
 
-def _editor() -> _Editor:
-    """The editor's tools under the table: each button is one edit of the cue list."""
-    buttons: dict[str, gr.Button] = {}
+def _speaker_names() -> _SpeakerNames:
+    """Names for the speakers a run found: a rename is an edit of every cue of theirs."""
+    with gr.Row(equal_height=True):
+        speaker = gr.Dropdown(label="Speaker", choices=[], elem_id="speaker-from")
+        new_name = gr.Textbox(label="Name", placeholder="e.g. Anna", elem_id="speaker-name")
+    rename = gr.Button("Rename speaker", size="sm", elem_id="edit-rename")
+    return _SpeakerNames(speaker, new_name, rename)
+
+
+def _editor(names: _SpeakerNames) -> _Editor:
+    """The editor's tools under the table: each button is one edit of the cue list (the
+    speakers' names are edited where the speakers are chosen)."""
+    buttons: dict[str, gr.Button] = {"rename": names.rename}
     with gr.Group(elem_id="editor"):
         with gr.Row(equal_height=True):
             cue = gr.Number(
@@ -296,15 +359,13 @@ def _editor() -> _Editor:
                     label, size="sm", elem_id=f"edit-{operation.replace('_', '-')}", min_width=60
                 )
         with gr.Row(equal_height=True):
-            speaker = gr.Dropdown(label="Speaker", choices=[], elem_id="speaker-from")
-            new_name = gr.Textbox(label="Name", placeholder="e.g. Anna", elem_id="speaker-name")
-            buttons["rename"] = gr.Button("Rename speaker", size="sm", elem_id="edit-rename")
-        with gr.Row(equal_height=True):
             find = gr.Textbox(label="Find", elem_id="find")
             replace_with = gr.Textbox(label="Replace with", elem_id="replace-with")
             buttons["replace"] = gr.Button("Replace all", size="sm", elem_id="edit-replace")
     gr.Markdown(_KEYS_HELP, elem_id="editor-keys")
-    return _Editor(cue, playhead, shift_ms, speaker, new_name, find, replace_with, buttons)
+    return _Editor(
+        cue, playhead, shift_ms, names.speaker, names.new_name, find, replace_with, buttons
+    )
 
 
 # The player's position, read in the page as a button is pressed: the second of the boxes.
@@ -313,22 +374,46 @@ _AT_PLAYHEAD = """(...boxes) => {
     boxes[1] = player ? player.currentTime : null;
     return boxes;
 }"""
+# A cue's text cleared in the table: the page asks before its cue is deleted (the last input).
+# The table reports one edit twice (on Enter and as the cell closes): the answer is reused.
+_CONFIRM_CLEARED = """(table, ...rest) => {
+    const rows = Array.isArray(table) ? table : (table?.data ?? []);
+    const cleared = rows.filter((row) => String(row[__TEXT__] ?? '').trim() === '')
+        .map((row) => row[0]).join(', ');
+    const asked = window.subtideCleared;
+    let yes = false;
+    if (cleared && asked?.cleared === cleared && Date.now() - asked.at < 2000) {
+        yes = asked.yes;
+    } else if (cleared) {
+        yes = window.confirm(`Delete cue ${cleared}? Its text is empty. (Undo brings it back.)`);
+        window.subtideCleared = {cleared, yes, at: Date.now()};
+    }
+    rest[rest.length - 1] = yes;
+    return [table, ...rest];
+}""".replace("__TEXT__", str(TEXT_COLUMN))
 _KEYS = {"s": "split", "m": "merge", "[": "set_start", "]": "set_end", "z": "undo", "y": "redo"}
 _KEYS_HELP = (
     "Keys (outside a text box): "
     + ", ".join(f"**{key}** {operation.replace('_', ' ')}" for key, operation in _KEYS.items())
-    + ". Click a row to select its cue and play from its start."
+    + ". Click a row to select its cue and play from its start. On the waveform, click to "
+    "play from there; drag a cue's edge to change its start or end."
 )
-# The row being played; headers whole and the table scrolled sideways on a narrow screen; the
-# player's subtitles clear of its controls.
+# The row being played; headers and times whole, the table scrolled sideways on a narrow
+# screen (wide enough that a time fits its column); the player's controls under the picture,
+# not over it, where they would cover the subtitles (the player draws them at the bottom of
+# the video box), and the box no taller than the picture on a narrow screen.
 _CSS = """
 #cues .virtual-row.subtide-playing [role=gridcell] { background: var(--color-accent-soft); }
 #cues [role=columnheader] { white-space: nowrap; word-break: keep-all; }
 @media (max-width: 640px) {
     #cues .table-wrap { overflow-x: auto; }
-    #cues .table-container { min-width: 600px; }
+    #cues .table-container { min-width: 760px; }
 }
+#preview, #preview .wrap, #preview .mirror-wrap { height: auto !important; }
+#preview video { height: auto !important; max-height: 360px; }
+#preview .controls { position: static !important; margin-top: 4px; }
 #preview video::cue { line-height: 1.2; }
+.subtide-offscreen { display: none !important; }
 """
 # Rows and player linked in the page: a click on a row plays from its cue's start, the row
 # of the cue being played is marked and kept in view, and the keys press the buttons.
@@ -365,6 +450,54 @@ _PLAYER_LINK = (
                 row.scrollIntoView({block: 'nearest'});
             }
             row.classList.toggle('subtide-playing', playing);
+        }
+    }, true);
+    // The waveform: a click plays from there; an edge dragged and dropped retimes its cue.
+    const scale = () => Number(document.querySelector('#waveform .subtide-wave')
+        ?.dataset.pxPerS || 0);
+    let drag = null;
+    document.addEventListener('pointerdown', (event) => {
+        const edge = event.target.closest('#waveform .subtide-edge');
+        if (!edge) return;
+        const region = edge.closest('.subtide-region');
+        const span = region.querySelector('.subtide-span');
+        drag = {edge, region, span, side: edge.dataset.edge, from: event.clientX, moved: 0,
+                x: Number(span.getAttribute('x')), width: Number(span.getAttribute('width'))};
+        event.preventDefault();
+    });
+    document.addEventListener('pointermove', (event) => {
+        if (!drag) return;
+        drag.moved = event.clientX - drag.from;
+        drag.edge.setAttribute('transform', `translate(${drag.moved} 0)`);
+        const grown = drag.side === 'start' ? -drag.moved : drag.moved;
+        drag.span.setAttribute('x', drag.x + (drag.side === 'start' ? drag.moved : 0));
+        drag.span.setAttribute('width', Math.max(1, drag.width + grown));
+    });
+    document.addEventListener('pointerup', () => {
+        if (!drag) return;
+        const {region, side, moved} = drag;
+        drag = null;
+        if (Math.abs(moved) < 2 || !scale()) return;
+        const at = Number(region.dataset[side]) + moved / scale();
+        window.subtideDropped = {cue: Number(region.dataset.cue),
+                                 [side]: Math.max(0, Math.round(at * 1000) / 1000)};
+        document.getElementById('wave-retime').click();
+    });
+    document.addEventListener('click', (event) => {
+        const svg = event.target.closest('#waveform svg');
+        const media = player();
+        if (!svg || !media || !scale() || event.target.closest('.subtide-edge')) return;
+        media.currentTime = (event.clientX - svg.getBoundingClientRect().left) / scale();
+    });
+    document.addEventListener('timeupdate', (event) => {
+        const line = document.querySelector('#waveform .subtide-playhead');
+        if (event.target !== player() || !line) return;
+        const x = event.target.currentTime * scale();
+        line.setAttribute('x1', x);
+        line.setAttribute('x2', x);
+        const box = line.closest('.subtide-wave');
+        if (x < box.scrollLeft || x > box.scrollLeft + box.clientWidth - 20) {
+            box.scrollLeft = Math.max(0, x - box.clientWidth / 3);
         }
     }, true);
     document.addEventListener('keydown', (event) => {
@@ -460,8 +593,11 @@ def _inputs() -> dict[str, gr.components.Component]:
     return form
 
 
-def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
-    """The advanced options, folded away: the run handler's remaining parameters, in order."""
+def _options(
+    defaults: UiDefaults,
+) -> tuple[dict[str, gr.components.Component], _SpeakerNames]:
+    """The advanced options, folded away: the run handler's remaining parameters, in order;
+    and the speakers' names, edited beside the other speaker settings."""
     form: dict[str, gr.components.Component] = {}
     with gr.Accordion("Transcription", open=False):
         form["source_lang"] = gr.Dropdown(
@@ -496,6 +632,15 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
             label="Number of speakers",
             info="0 lets Subtide find out.",
         )
+        # On by default: who speaks is why speakers are labelled. A change after the run
+        # applies to the downloads at once.
+        labels = gr.Checkbox(
+            value=True,
+            label="Speaker labels",
+            info="Prefix each subtitle with its speaker's name.",
+            elem_id="speaker-labels",
+        )
+        names = _speaker_names()
     with gr.Accordion("Translation provider", open=False):
         form["llm_url"] = gr.Textbox(
             value=defaults.llm_base_url or "",
@@ -536,10 +681,8 @@ def _options(defaults: UiDefaults) -> dict[str, gr.components.Component]:
         form["dual"] = gr.Checkbox(
             label="Dual-language downloads", info="Also export original and translation together."
         )
-        form["speaker_labels"] = gr.Checkbox(
-            label="Speaker labels", info="Prefix subtitles with [SPEAKER] when speakers are on."
-        )
-    return form
+    form["speaker_labels"] = labels  # the run handler's last parameter
+    return form, names
 
 
 def _whisper_model(defaults: UiDefaults) -> gr.Dropdown:

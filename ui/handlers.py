@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from engine import outcome
-from engine.edits import CueList
+from engine.edits import CueList, SetTimes
 from engine.formats import file_stem
 from engine.languages import same_language
 from engine.protocol import (
@@ -32,6 +32,7 @@ from engine.protocol import (
     ResultEvent,
     SubtideError,
 )
+from engine.waveform import Peaks, peaks
 from ui import table as cue_table
 from ui.editor import EditorInput
 from ui.jobs import JobRunner
@@ -48,6 +49,7 @@ from ui.status import (
 )
 from ui.timeline import speaker_timeline
 from ui.uploads import Uploads
+from ui.waveform import waveform_html
 
 log = logging.getLogger(__name__)
 PreviewFetcher = Callable[[str, Path], Path | None]
@@ -61,6 +63,7 @@ SCREEN = (
     "audio",
     "view",
     "timeline",
+    "waveform",
     "downloads",
     "session",
 )
@@ -90,6 +93,8 @@ class Handlers:
         self.runner = JobRunner()
         self.fetch_preview = fetch_preview
         self.workspace = workspace
+        # Each page's latest job, for Cancel to keep what it had done.
+        self.runs: dict[str, _Run] = {}
 
     def run(
         self,
@@ -148,6 +153,7 @@ class Handlers:
             return
         self.workspace.discard(session)
         run = _Run(self, backend, job, form, self.workspace.new_job(), request.session_hash)
+        self.runs[request.session_hash] = run
         yield from run.follow()
 
     def transcribe(
@@ -232,13 +238,23 @@ class Handlers:
         report = self.remote.check(url or "", self.remote.key_for(url or "", key or ""))
         return report_html(report.ok, report.lines())
 
-    def edit(self, rows: list[list[Any]], view: str | None, session: Subtitles | None) -> list[Any]:
+    def edit(
+        self,
+        rows: list[list[Any]],
+        view: str | None,
+        session: Subtitles | None,
+        delete_cleared: bool = False,
+    ) -> list[Any]:
         """The table was edited: its changes go through the cue list, which the table, the
-        preview and the downloads are then drawn from again (a refused change is undone)."""
+        preview and the downloads are then drawn from again (a refused change is undone).
+        A cue whose text was cleared is deleted once the page has asked (`delete_cleared`)."""
         if session is None:  # edits during a job are not kept: the next cues replace them
             return [gr.skip()] * len(EDITED)
         try:
-            for change in cue_table.edits(session.cues, rows, session.targets):
+            changes = cue_table.edits(
+                session.cues, rows, session.targets, delete_cleared=delete_cleared
+            )
+            for change in changes:
                 session = session.apply(change)
         except SubtideError as exc:
             _refused(exc)
@@ -274,6 +290,29 @@ class Handlers:
             _refused(exc)
         return _edited(session, view)
 
+    def retime(
+        self,
+        cue_id: float | None,
+        start: float | None,
+        end: float | None,
+        view: str | None,
+        session: Subtitles | None,
+    ) -> list[Any]:
+        """A cue's edge dragged on the waveform: its new start or end (the other is None)."""
+        if session is None or cue_id is None:
+            return [gr.skip()] * len(EDITED)
+        try:
+            session = session.apply(SetTimes(int(cue_id), start, end))
+        except SubtideError as exc:
+            _refused(exc)
+        return _edited(session, view)
+
+    def relabel(self, labels: bool, view: str | None, session: Subtitles | None) -> list[Any]:
+        """Speaker labels switched on or off after the run: the downloads follow."""
+        if session is None:
+            return [gr.skip()] * len(EDITED)
+        return _edited(session.restyled(speaker_labels=labels), view)
+
     def select(self, session: Subtitles | None, selected: gr.SelectData) -> Any:
         """A click on a row selects its cue for the editor's buttons."""
         row = selected.index[0] if isinstance(selected.index, list | tuple) else selected.index
@@ -285,9 +324,13 @@ class Handlers:
         return gr.skip() if session is None else _video(session, view)
 
     def cancel(self, request: gr.Request) -> list[Any]:
-        """The status and the Run button: Run is offered again, whatever was running."""
+        """Run offered again, whatever was running, and the cues the job had made, to edit
+        and download. (Gradio stops following the job itself, so this says it all.)"""
         cancelled = self.runner.cancel(request.session_hash)
-        return [cancelled_html() if cancelled else gr.skip(), _RUN_ENABLED]
+        run = self.runs.pop(request.session_hash, None)
+        if run is not None and not run.ended:
+            return run.kept()
+        return screen(run=_RUN_ENABLED, progress=cancelled_html() if cancelled else gr.skip())
 
 
 class _Run:
@@ -310,9 +353,13 @@ class _Run:
         self.owner = owner
         self.started = time.monotonic()
         self.cues: dict[int, Cue] = {}
+        self.language = job.source_lang
+        # Finished or failed: a Cancel now has nothing to keep.
+        self.ended = False
         self.last = ProgressEvent(stage="queued", percent=0, message="Starting")
         self.kind = media_kind(form.file) if form.file else None
         self.video = Path(form.file) if form.file and self.kind == "video" else None
+        self.audio = Path(form.file) if form.file and self.kind == "audio" else None
         self.preview: Future[Path | None] | None = None
         fetch = handlers.fetch_preview
         if job.source.url and fetch is not None:
@@ -326,11 +373,16 @@ class _Run:
                 for event in events:
                     if event is None or event.type == "progress":
                         self.last = event or self.last
+                        self.language = self.last.language or self.language
                         yield screen(progress=self._progress(), video=self._new_preview())
                     elif event.type == "cues":
                         self.cues.update((cue.id, cue) for cue in event.cues)
                         yield screen(table=self._table(self.job.target_langs, interactive=False))
+                    elif event.type == "error" and event.code == "cancelled":
+                        yield self.kept()
+                        return
                     elif event.type == "error":
+                        self.ended = True
                         yield _failed(event, self.last.percent)
                         return
                     else:
@@ -354,11 +406,13 @@ class _Run:
             else gr.Audio(value=None, visible=False),
             view=gr.Radio(visible=False),
             timeline=gr.HTML(visible=False),
+            waveform=gr.HTML(visible=False),
             downloads=None,
             session=None,
         )
 
     def _finish(self, result: ResultEvent) -> Iterator[list[Any]]:
+        self.ended = True
         self.cues = {cue.id: cue for cue in result.cues}
         subtitles = _subtitles(result, self.job, self.folder, self.video)
         downloads = subtitles.exports()
@@ -372,26 +426,32 @@ class _Run:
                 yield screen(progress=loading)
         if self.preview is not None:
             subtitles = replace(subtitles, video=self.preview.result())
-        timeline = speaker_timeline(subtitles.cues, subtitles.duration)
-        has_video = subtitles.video is not None
-        yield screen(
-            run=_RUN_ENABLED,
-            progress=done_html(
-                len(result.cues), time.monotonic() - self.started, SOURCE_NOTES[result.source]
-            ),
+        subtitles = replace(subtitles, peaks=_peaks(subtitles.video or self.audio))
+        elapsed = time.monotonic() - self.started
+        yield _ready(
+            subtitles,
+            done_html(len(result.cues), elapsed, SOURCE_NOTES[result.source]),
+            downloads,
             caption_track=_track_picker(result),
             error=_warnings(result),
-            table=self._table(subtitles.targets, interactive=True),
-            video=_video(subtitles, SOURCE_VIEW),
-            view=gr.Radio(
-                choices=view_choices(subtitles.targets),
-                value=SOURCE_VIEW,
-                visible=has_video and bool(subtitles.targets),
-            ),
-            timeline=gr.HTML(timeline, visible=bool(timeline)),
-            downloads=downloads,
-            session=subtitles,
         )
+
+    def kept(self) -> list[Any]:
+        """The page after a Cancel: the cues made so far, to edit and download."""
+        if not self.cues:
+            return screen(run=_RUN_ENABLED, progress=cancelled_html())
+        cues = tuple(self.cues.values())
+        language = self.language or _UNKNOWN_LANGUAGE
+        subtitles = Subtitles(
+            edits=CueList(cues, self.job.style, language, max(cue.end for cue in cues)),
+            targets=tuple(t for t in self.job.target_langs if not same_language(t, language)),
+            stem=file_stem(self.job.source, None),
+            title=None,
+            video=self._video_now(),
+            folder=self.folder,
+        )
+        subtitles = replace(subtitles, peaks=_peaks(subtitles.video or self.audio))
+        return _ready(subtitles, cancelled_html(len(cues)), subtitles.exports())
 
     def _progress(self) -> str:
         return progress_html(self.last, time.monotonic() - self.started)
@@ -410,6 +470,12 @@ class _Run:
             return gr.skip()
         self.video, self.preview = self.preview.result(), None
         return gr.skip() if self.video is None else gr.Video(value=self.video, visible=True)
+
+    def _video_now(self) -> Path | None:
+        """The video to preview, the fetched one if it has come."""
+        if self.preview is not None and self.preview.done():
+            return self.preview.result()
+        return self.video
 
 
 def _subtitles(result: ResultEvent, job: JobSpec, folder: Path, video: Path | None) -> Subtitles:
@@ -437,8 +503,10 @@ def _error(event: ErrorEvent) -> gr.Error:
     return gr.Error(f"{event.message}{hint}", print_exception=False)
 
 
+# A cancelled job's language when it had not said it yet ("undetermined", ISO 639-2).
+_UNKNOWN_LANGUAGE = "und"
 # What an edit redraws, in this order.
-EDITED = ("table", "video", "downloads", "timeline", "speaker", "session")
+EDITED = ("table", "video", "downloads", "timeline", "waveform", "speaker", "session")
 
 
 def _edited(session: Subtitles, view: str | None) -> list[Any]:
@@ -448,9 +516,50 @@ def _edited(session: Subtitles, view: str | None) -> list[Any]:
         _video(session, view or SOURCE_VIEW),
         session.exports(),
         gr.HTML(timeline, visible=bool(timeline)),
+        _waveform(session),
         speaker_picker(session),
         session,
     ]
+
+
+def _waveform(session: Subtitles) -> Any:
+    if session.peaks is None:
+        return gr.HTML(visible=False)
+    return gr.HTML(waveform_html(session.peaks, session.cues, session.duration), visible=True)
+
+
+def _peaks(media: Path | None) -> Peaks | None:
+    """The outline of the media's audio, or None where there is none to read."""
+    if media is None:
+        return None
+    try:
+        return peaks(media)
+    except SubtideError as exc:
+        # The waveform is a convenience: the editor works without it.
+        log.warning("no waveform for %s: %s", media.name, exc.message)
+        return None
+
+
+def _ready(subtitles: Subtitles, progress: str, downloads: list[str], **parts: Any) -> list[Any]:
+    """The page with a job's subtitles to edit and download, Run offered again."""
+    timeline = speaker_timeline(subtitles.cues, subtitles.duration)
+    has_video = subtitles.video is not None
+    return screen(
+        run=_RUN_ENABLED,
+        progress=progress,
+        table=_editable_table(subtitles),
+        video=_video(subtitles, SOURCE_VIEW),
+        view=gr.Radio(
+            choices=view_choices(subtitles.targets),
+            value=SOURCE_VIEW,
+            visible=has_video and bool(subtitles.targets),
+        ),
+        timeline=gr.HTML(timeline, visible=bool(timeline)),
+        waveform=_waveform(subtitles),
+        downloads=downloads,
+        session=subtitles,
+        **parts,
+    )
 
 
 def _editable_table(session: Subtitles) -> Any:

@@ -17,6 +17,7 @@ from engine.edits import CueList, Edit
 from engine.formats import render, render_files
 from engine.languages import language_name
 from engine.protocol import Cue, Format, Style
+from engine.waveform import Peaks
 
 EXPORT_FORMATS: tuple[Format, ...] = ("srt", "vtt", "ass", "txt", "json")
 SOURCE_VIEW = "source"
@@ -34,6 +35,7 @@ class Subtitles:
     title: str | None
     video: Path | None  # the playable preview, if there is one
     folder: Path  # this job's own files, removed with the session
+    peaks: Peaks | None = None  # the audio's outline, for the waveform
 
     @property
     def cues(self) -> tuple[Cue, ...]:
@@ -54,6 +56,12 @@ class Subtitles:
     def apply(self, edit: Edit) -> Subtitles:
         """These subtitles after `edit`; a SubtideError says why one is refused."""
         return replace(self, edits=self.edits.apply(edit))
+
+    def restyled(self, **style: object) -> Subtitles:
+        """These subtitles rendered with other style settings (labels, dual); the cues and
+        their undo history stay as they are."""
+        edits = replace(self.edits, style=self.style.model_copy(update=style))
+        return replace(self, edits=edits)
 
     def exports(self) -> list[str]:
         """Every download, from the current cues: one file per format and language.

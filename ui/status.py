@@ -51,9 +51,10 @@ def status_html(state: State, title: str, percent: float, detail: str = "") -> s
     return _progress(state, percent, title, "", detail)
 
 
-def cancelled_html() -> str:
+def cancelled_html(kept: int = 0) -> str:
     # The same text from the Cancel button and from the job's own end, whichever lands last.
-    return _progress("cancelled", 0, "Cancelled", "", "Press Run to start again.")
+    done = f"The {kept} cues done so far are below and in the downloads. " if kept else ""
+    return _progress("cancelled", 0, "Cancelled", "", f"{done}Press Run to start again.")
 
 
 def error_html(message: str, hint: str | None) -> str:

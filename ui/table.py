@@ -50,17 +50,32 @@ def table(cues: Iterable[Cue], targets: Sequence[str]) -> dict[str, Any]:
     return {"headers": headers(targets), "data": rows}
 
 
-def edits(cues: Sequence[Cue], rows: Sequence[Sequence[Any]], targets: Sequence[str]) -> list[Edit]:
+def edits(
+    cues: Sequence[Cue],
+    rows: Sequence[Sequence[Any]],
+    targets: Sequence[str],
+    *,
+    delete_cleared: bool = False,
+) -> list[Edit]:
     """The table's changes as edits of the cue list: text, translations and times, and a
     deleted row (the row menu's) as its cue deleted. Rows are matched by id; an unchanged cell
     gives no edit, so the engine's line breaks stay. A row the menu added is no cue's: the
-    table is drawn again from the list, without it (cues are added by Split and New cue)."""
+    table is drawn again from the list, without it (cues are added by Split and New cue).
+    A cue whose text was cleared is deleted when the user confirmed it (`delete_cleared`);
+    otherwise its empty text is refused."""
     by_id = {_row_id(row): row for row in rows}
     found: list[Edit] = []
     for cue in cues:
         row = by_id.get(cue.id)
-        found.extend([Delete(cue.id)] if row is None else _row_edits(cue, row, targets))
+        if row is None or (delete_cleared and not _text(row)):
+            found.append(Delete(cue.id))
+        else:
+            found.extend(_row_edits(cue, row, targets))
     return found
+
+
+def _text(row: Sequence[Any]) -> str:
+    return flat(str(row[TEXT_COLUMN] or "")) if len(row) > TEXT_COLUMN else ""
 
 
 def _row_edits(cue: Cue, row: Sequence[Any], targets: Sequence[str]) -> list[Edit]:

@@ -16,9 +16,16 @@ _BAR_HEIGHT = 14
 _AXIS_HEIGHT = 18
 
 
+def speaker_colours(cues: Sequence[Cue]) -> dict[str, str]:
+    """Each speaker's colour, in the order they first speak: the same on every drawing."""
+    speakers = dict.fromkeys(cue.speaker for cue in cues if cue.speaker)
+    return {speaker: PALETTE[row % len(PALETTE)] for row, speaker in enumerate(speakers)}
+
+
 def speaker_timeline(cues: Sequence[Cue], duration: float) -> str:
     """The SVG, or "" when no cue has a speaker (nothing worth drawing)."""
-    speakers = list(dict.fromkeys(cue.speaker for cue in cues if cue.speaker))
+    colours = speaker_colours(cues)
+    speakers = list(colours)
     if not speakers:
         return ""
     span = max(duration, max(cue.end for cue in cues), 0.001)
@@ -30,7 +37,7 @@ def speaker_timeline(cues: Sequence[Cue], duration: float) -> str:
     ]
     for row, speaker in enumerate(speakers):
         y = row * _ROW_HEIGHT
-        colour = PALETTE[row % len(PALETTE)]
+        colour = colours[speaker]
         parts.append(
             f'<text x="0" y="{y + _BAR_HEIGHT - 2}" font-size="13" fill="currentColor">'
             f"{escape(speaker)}</text>"
@@ -46,11 +53,12 @@ def speaker_timeline(cues: Sequence[Cue], duration: float) -> str:
     parts.append(
         f'<text x="{_LABEL_WIDTH}" y="{axis_y}" font-size="11" fill="currentColor">0:00</text>'
         f'<text x="{_WIDTH}" y="{axis_y}" font-size="11" fill="currentColor" '
-        f'text-anchor="end">{_clock(span)}</text></svg>'
+        f'text-anchor="end">{clock(span)}</text></svg>'
     )
     return "".join(parts)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """m:ss, for an axis."""
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes}:{rest:02d}"
