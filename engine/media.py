@@ -629,8 +629,8 @@ def probe_video(path: Path) -> VideoProbe:
     if video is None:
         raise SubtideError(
             "bad_input",
-            f"{named(path, starts=True)}: this source has no video; use the subtitle files",
-            hint="Video output needs a source with a picture; the subtitles are made as usual.",
+            "this source has no video; use the subtitle files",
+            hint="A video output needs a source with a picture; subtitle files need none.",
         )
     durations = [data.get("format", {}).get("duration"), video.get("duration")]
     return VideoProbe(
