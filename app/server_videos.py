@@ -31,6 +31,7 @@ from engine.protocol import (
     SubtideError,
     VideoFile,
     VideoKind,
+    VideoOptions,
 )
 from engine.video import make_video, require_libass, video_filename
 
@@ -96,6 +97,7 @@ class JobVideos:
                 hint="Upload the video, or give its link, for a video output.",
             )
         url, allow_private = spec.source.url, self._allow_private
+        max_height = (spec.video or VideoOptions()).max_height
 
         def fetch() -> None:
             try:
@@ -103,7 +105,7 @@ class JobVideos:
                     url,
                     work,
                     allow_private=allow_private,
-                    media_format=media.video_format(spec.video.max_height),
+                    media_format=media.video_format(max_height),
                 )
                 future.set_result(found.path)
             except BaseException as exc:  # told when the video is made
@@ -122,13 +124,14 @@ class JobVideos:
         stopped: Callable[[], bool],
     ) -> Iterator[Event]:
         stem = file_stem(spec.source, result.title)
+        options = spec.video or VideoOptions()
         step = (100 - share) / len(spec.video_kinds)
         made = []
         try:
             for number, kind in enumerate(spec.video_kinds):
                 start = share + number * step
                 yield ProgressEvent(stage="finalize", percent=start, message=_doing(kind))
-                name = video_filename(stem, kind, spec.video.container)
+                name = video_filename(stem, kind, options.container)
                 path = make_video(
                     kind,
                     video.result(),
@@ -137,7 +140,7 @@ class JobVideos:
                     language=result.language,
                     target_langs=outcome.file_targets(spec.target_langs, result),
                     style=spec.style,
-                    options=spec.video,
+                    options=options,
                     title=result.title,
                     should_stop=stopped,
                 )

@@ -146,7 +146,9 @@ class JobSpec(_Model):
     description: str | None = Field(default=None, max_length=2000)
     style: Style = Field(default_factory=Style)
     formats: list[Format | VideoKind] = Field(default_factory=lambda: ["srt"])
-    video: VideoOptions = Field(default_factory=VideoOptions)
+    # None (the defaults) is left out of what clients send, so workers older than it still
+    # read their jobs.
+    video: VideoOptions | None = None
     # Transcribe even when the video carries captions.
     force_asr: bool = False
     # A `CaptionTrack.id` from an earlier result, or "asr"; None lets the engine choose.
