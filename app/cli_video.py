@@ -82,7 +82,24 @@ def video_options(args: argparse.Namespace) -> VideoOptions | None:
         raise UsageError(exc.message, exc.hint) from None
     if args.translate_only:
         _check_with_video(args, with_video)
+    _check_burn_lang(args, options.burn_lang)
     return options
+
+
+def _check_burn_lang(args: argparse.Namespace, burn_lang: str | None) -> None:
+    """A --burn-lang that is neither a --to language nor the -l one can't be burned (checked
+    again once the spoken language is known)."""
+    from engine.languages import same_language
+
+    if burn_lang is None or args.lang is None:
+        return
+    if not any(same_language(burn_lang, lang) for lang in [args.lang, *args.to]):
+        raise UsageError(
+            f"--burn-lang {burn_lang}: the subtitles are in {args.lang} and {', '.join(args.to)}"
+            if args.to
+            else f"--burn-lang {burn_lang}: the subtitles are in {args.lang} only",
+            "add it to --to, or leave --burn-lang out",
+        )
 
 
 def _check_with_video(args: argparse.Namespace, with_video: Path | None) -> None:

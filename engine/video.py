@@ -18,7 +18,7 @@ from typing import Literal
 from engine.ffmpeg import has_filters, input_args, run_with_progress
 from engine.files import atomic_path
 from engine.formats import render
-from engine.languages import iso639_2, native_name, same_language
+from engine.languages import iso639_2, language_name, native_name, same_language
 from engine.media import last_complaint, named, probe_video
 from engine.protocol import Cue, Style, SubtideError, VideoKind, VideoOptions
 
@@ -76,6 +76,7 @@ def make_video(
     if kind == "video_burn":
         require_libass()
         burn_lang = options.burn_lang or next(iter(target_langs), None)
+        _check_burn_lang(burn_lang, language, target_langs)
         ass = burn_subtitles(cues, language=language, burn_lang=burn_lang, style=style, title=title)
         return burn(
             video,
@@ -213,6 +214,18 @@ def burn(
             if result.returncode != 0:
                 raise _failed("burn the subtitles into", video, result.stderr, None)
     return out
+
+
+def _check_burn_lang(burn_lang: str | None, language: str, targets: Sequence[str]) -> None:
+    """A language to burn that the cues have no text in would burn the original silently."""
+    if burn_lang is None or same_language(burn_lang, language):
+        return
+    if not any(same_language(burn_lang, target) for target in targets):
+        raise SubtideError(
+            "bad_input",
+            f"There is no {language_name(burn_lang)} text to burn into the video.",
+            hint="Translate into it as well, or burn the original or a translated language.",
+        )
 
 
 def require_libass() -> None:

@@ -16,7 +16,7 @@ import pysrt
 import pytest
 
 from engine.formats import read_srt
-from engine.protocol import Cue, SubtideError
+from engine.protocol import Cue, SubtideError, VideoOptions
 from engine.video import burn, burn_subtitles, make_video
 from tests.support.cli import subtide
 from tests.support.openai_server import fake_translation, serve_openai
@@ -302,3 +302,27 @@ def test_an_ffmpeg_without_libass_is_named_before_any_work(cache_root, tmp_path,
     assert done.returncode == 2, done.stderr
     assert "without libass" in done.stderr and "'ass' and 'subtitles' filters" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+def test_a_language_to_burn_the_cues_have_no_text_in_is_refused(cache_root, tmp_path):
+    cues = [Cue(id=1, start=0.5, end=3.0, text="Hello", translations={"de": "Hallo"})]
+    options = VideoOptions(burn_lang="fr")
+    with pytest.raises(SubtideError) as refused:
+        make_video(
+            "video_burn",
+            tmp_path / "unread.mp4",
+            tmp_path / "out.mp4",
+            cues,
+            language="en",
+            target_langs=["de"],
+            options=options,
+        )
+    assert refused.value.message == "There is no French text to burn into the video."
+    assert not (tmp_path / "out.mp4").exists()
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not read: the check comes first")
+    asked = ("-l", "en", "--to", "de", "--video", "burn", "--burn-lang", "fr")
+    done = subtide("run", str(clip), *asked, "-o", str(tmp_path / "out"), cache=cache_root)
+    assert done.returncode == 2
+    assert "--burn-lang fr: the subtitles are in en and de" in done.stderr
