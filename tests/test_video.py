@@ -19,6 +19,7 @@ from engine.formats import read_srt
 from engine.protocol import Cue, SubtideError, VideoOptions
 from engine.video import burn, burn_subtitles, make_video
 from tests.support.cli import subtide
+from tests.support.http_server import serve_directory
 from tests.support.openai_server import fake_translation, serve_openai
 
 MODEL = "bundled:tiny.en"
@@ -326,3 +327,18 @@ def test_a_language_to_burn_the_cues_have_no_text_in_is_refused(cache_root, tmp_
     done = subtide("run", str(clip), *asked, "-o", str(tmp_path / "out"), cache=cache_root)
     assert done.returncode == 2
     assert "--burn-lang fr: the subtitles are in en and de" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_links_video_is_fetched_beside_its_job(clips, cache_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBTIDE_ALLOW_PRIVATE_URLS", "true")
+    with serve_directory(clips.short_mp4.parent) as media:
+        link = f"{media}/short_en.mp4"
+        done = subtide(
+            "run", link, "-m", MODEL, "--video", "soft", "-o", str(tmp_path), cache=cache_root
+        )
+    assert done.returncode == 0, done.stderr
+    video = tmp_path / "short_en.subtitled.mkv"
+    assert done.stdout.splitlines() == [str(tmp_path / "short_en.srt"), str(video)]
+    assert packets_md5(video, "v") == packets_md5(clips.short_mp4, "v")
+    assert_same_cues(video, 0, tmp_path / "short_en.srt")
