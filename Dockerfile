@@ -15,8 +15,10 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PYANNOTE_METRICS_ENABLED=false \
     GRADIO_ANALYTICS_ENABLED=False
 
+# fonts-dejavu-core: a font for libass to burn subtitles with (video_burn).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3.11 python3.11-venv ffmpeg curl \
+    fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/* \
  && python3.11 -m venv /opt/venv \
  && useradd --create-home --uid 1000 subtide \

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from app.cli_inputs import UsageError, dash_name_hint, said
+from app.cli_video import add_options as add_video_options
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         default=4,
         help="sources run at once on a remote backend (default 4); locally one at a time",
     )
+    add_video_options(run)
     run.set_defaults(func=_run, translate_only=False)
 
     ui = commands.add_parser(
@@ -170,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     translate.add_argument("sources", nargs="+", metavar="FILE", help="an .srt or .vtt file")
     translate.add_argument("-l", "--lang", help="the files' language (default: let the LLM see)")
     translate.add_argument("--force", action="store_true", help=_FORCE_HELP)
+    add_video_options(translate)
+    translate.add_argument(
+        "--with-video",
+        type=Path,
+        metavar="VIDEO",
+        help="the video of the subtitle FILE, for --video",
+    )
     translate.set_defaults(
         func=_run,
         translate_only=True,
@@ -410,7 +419,9 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
     )
     from app.cli_jobs import INCOMPLETE, run_jobs
     from app.cli_output import Outputs
+    from app.cli_video import VideoFetches, video_options, write_video
     from app.config import Settings
+    from engine import outcome
     from engine.protocol import SubtideError
 
     # Everything the user can get wrong in the command line, before any work.
@@ -423,6 +434,7 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
     check_languages(args)
     check_llm_url(args.llm_url)
     check_output_folder(args.output)
+    video = video_options(args)
     options = job_options(args, load_glossary(args.glossary))
     backend_url = args.backend or settings.subtide_backend
     target = None
@@ -445,6 +457,13 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
         factory, parallel = _backend_factory(args, settings, target, board)
     except SubtideError as exc:
         return board.fail(said(exc))
+    fetches = None
+    if video is not None and not args.translate_only:
+        fetches = VideoFetches(
+            allow_private=settings.subtide_allow_private_urls is not False,
+            max_height=video.max_height,
+        )
+        factory = fetches.wrapping(factory)
     jobs = []
     for source in sources:
         try:
@@ -456,8 +475,18 @@ def _run_sources(args: argparse.Namespace, board: Board) -> int:
             jobs.append(_job(args, each, options))
     outputs = Outputs(args.output, args.sources, board.say)
 
+    def source_video(job: JobSpec) -> Path:
+        if args.translate_only:
+            return args.with_video
+        return Path(job.source.path) if job.source.path else fetches.video_of(job)
+
     def finish(job: JobSpec, result: ResultEvent) -> int:
-        return _write(job, result, args, outputs, board)
+        status = _write(job, result, args, outputs, board)
+        if video is None or status == 1:
+            return status
+        targets = outcome.file_targets(job.target_langs, result)
+        made = write_video(job, result, args, video, source_video, targets, outputs, board)
+        return made or status
 
     statuses = run_jobs(jobs, factory, parallel, board, finish)
     if failures or 1 in statuses:
@@ -579,17 +608,13 @@ def _files(job: JobSpec, result: ResultEvent, stem: str) -> list[RenderedFile]:
     in parts sends cues only, and every backend's files then look the same."""
     from engine import outcome
     from engine.formats import render_files
-    from engine.languages import same_language
 
     return render_files(
         result.cues,
-        job.formats,
+        job.subtitle_formats,
         stem=stem,
         language=result.language,
-        target_langs=outcome.written(
-            result.targets,
-            [t for t in job.target_langs if not same_language(t, result.language)],
-        ),
+        target_langs=outcome.file_targets(job.target_langs, result),
         style=job.style,
         title=result.title,
         duration=result.duration,

@@ -166,6 +166,16 @@ class Board:
         self.fail(f"{label}: the job ended without a result")
         return None
 
+    @contextmanager
+    def bar(self, label: str) -> Iterator[Callable[[float], None]]:
+        """A progress bar for work the run does itself (a video): yields what takes its share
+        done, 0-1."""
+        task = self.progress.add_task(label[:70], total=1.0)
+        try:
+            yield lambda done: self.progress.update(task, completed=done)
+        finally:
+            self.progress.remove_task(task)
+
     def say(self, message: str) -> None:
         if self._silenced.is_set():
             return

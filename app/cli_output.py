@@ -37,21 +37,32 @@ class Outputs:
         keep belonging together; returns their paths."""
         from engine.files import write_atomic
 
+        paths = self.place(label, stem, [file.filename for file in files])
+        for path, file in zip(paths, files, strict=True):
+            write_atomic(path, file.content)
+        self.record(label, paths)
+        return paths
+
+    def place(self, label: str, stem: str, filenames: list[str]) -> list[Path]:
+        """Where the files `filenames` (each named `stem…`) of the source `label` go; the
+        caller writes them, then `record`s them."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        wanted = [self.folder / file.filename for file in files]
-        paths, clash = wanted, self._clash(wanted, label)
+        paths = [self.folder / name for name in filenames]
+        clash = self._clash(paths, label)
         number = 1
         while clash:
             number += 1
-            paths = [self.folder / _renamed(f.filename, stem, number) for f in files]
-            if not self._clash(paths, label):
-                self._say(f"{label}: {clash}; writing {', '.join(map(str, paths))} instead")
-                break
-        for path, file in zip(paths, files, strict=True):
-            write_atomic(path, file.content)
+            renamed = [self.folder / _renamed(name, stem, number) for name in filenames]
+            if not self._clash(renamed, label):
+                self._say(f"{label}: {clash}; writing {', '.join(map(str, renamed))} instead")
+                return renamed
+        return paths
+
+    def record(self, label: str, paths: list[Path]) -> None:
+        """`paths` were written for the source `label`: no later source may write over them."""
+        for path in paths:
             if found := _identity(path):
                 self._written[found] = label
-        return paths
 
     def _clash(self, paths: list[Path], label: str) -> str | None:
         """Why one of `paths` must not be written for the source `label`, or None."""

@@ -45,6 +45,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from app.body_guard import BodyGuard, BodyLimits, route_path, size_label
 from app.job_journal import JobJournal, JournaledJob
 from app.job_limits import JobLimits, JobTooLarge
+from app.server_videos import JobVideos, add_file_routes
 from engine import media
 from engine.asr import decoding_setup
 from engine.files import write_atomic
@@ -224,6 +225,11 @@ class Job:
     durable: bool = False  # journaled: it outlives a restart of the server
     # The highest percent told: a rerun after a restart starts again from 0.
     percent: float = 0
+    # Set by a cancel or the server's stop: what the job does after its engine (a video)
+    # stops too. `engine_over`: the engine gave its last event, so a cancel must not reach it
+    # (its flag would stop the engine's next job).
+    stopping: threading.Event = field(default_factory=threading.Event)
+    engine_over: bool = False
 
     @property
     def ended(self) -> bool:
@@ -254,7 +260,12 @@ class JobQueue:
     """
 
     def __init__(
-        self, results_dir: Path, keep: int, journal: JobJournal | None, uploads: Path
+        self,
+        results_dir: Path,
+        keep: int,
+        journal: JobJournal | None,
+        uploads: Path,
+        videos: JobVideos,
     ) -> None:
         self._cond = threading.Condition()
         self._jobs: dict[str, Job] = {}
@@ -265,7 +276,9 @@ class JobQueue:
         self._journal = journal
         self._stopping = False
         self._failure: ErrorEvent | None = None
+        self._videos = videos
         _prune(results_dir, keep)
+        videos.prune(lambda job_id: (results_dir / f"{job_id}.json").is_file())
         if journal:
             self._restore(journal.jobs(), uploads)
 
@@ -315,7 +328,8 @@ class JobQueue:
         the journal (see `_interrupted`), to run again when the server starts."""
         with self._cond:
             self._stopping = True
-            for engine in self._running.values():
+            for job_id, engine in self._running.items():
+                self._jobs[job_id].stopping.set()
                 engine.cancel()
             if self._journal:
                 self._journal.close()
@@ -398,7 +412,9 @@ class JobQueue:
             else:
                 # The engine ends the job with a `cancelled` error at its next step, and its
                 # worker retires it.
-                self._running[job.id].cancel()
+                job.stopping.set()
+                if not job.engine_over:
+                    self._running[job.id].cancel()
         if was_waiting:
             self._retire(job)
         return job
@@ -419,8 +435,11 @@ class JobQueue:
                 self._retire(job)
 
     def _run(self, engine: Backend, job: Job) -> None:
+        events = self._videos.run(
+            self._engine_events(engine, job), job.spec, job.id, job.stopping.is_set
+        )
         try:
-            for event in engine.run(job.spec):
+            for event in events:
                 with self._cond:
                     if self._interrupted(job):
                         break
@@ -436,6 +455,13 @@ class JobQueue:
                     job,
                     ErrorEvent(code="internal", message="The job stopped unexpectedly."),
                 )
+
+    def _engine_events(self, engine: Backend, job: Job) -> Iterator[Event]:
+        for event in engine.run(job.spec):
+            if _status_after(event):
+                with self._cond:
+                    job.engine_over = True
+            yield event
 
     def _interrupted(self, job: Job) -> bool:
         """Called with the lock held. While the server stops, a durable job's engine is
@@ -492,6 +518,7 @@ class JobQueue:
             while len(self._ended) > self._keep:
                 gone = self._ended.popleft()
                 self._jobs.pop(gone, None)
+                self._videos.forget(gone)
                 (self._results_dir / f"{gone}.json").unlink(missing_ok=True)
                 if self._journal:
                     self._journal.remove(gone)
@@ -665,7 +692,8 @@ def create_app(
     factory = engine_factory or _engine_factory(engine_options)
     cache_dir = engine_options.cache_dir
     journal = JobJournal.open(cache_dir / "server-jobs")
-    jobs = JobQueue(cache_dir / "jobs", options.keep_jobs, journal, cache_dir / "uploads")
+    videos = JobVideos(cache_dir / "job-files", allow_private=engine_options.allow_private_urls)
+    jobs = JobQueue(cache_dir / "jobs", options.keep_jobs, journal, cache_dir / "uploads", videos)
     readiness = Readiness()
 
     @asynccontextmanager
@@ -691,6 +719,7 @@ def create_app(
     limited = [*guards, Depends(RateLimit(options.rate_limit_per_minute))]
     admission = Admission(JobLimits.from_settings(settings), engine_options.allow_private_urls)
     _add_job_routes(app, jobs, admission, options, cache_dir / "uploads", guards, limited)
+    add_file_routes(app, videos, guards, _not_found)
     _add_legacy_routes(app, jobs, settings, admission, options, limited)
     if mount_ui:
         _mount_ui(app, settings, jobs, readiness, options)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -12,20 +14,30 @@ def write_atomic(path: Path, data: str | bytes, *, private: bool = False) -> Non
     the permissions open() would give it (the umask's), or, `private`, its owner's alone:
     for the app's own state (caches, journals, uploads), which may hold what others should
     not read."""
+    with atomic_path(path, private=private) as tmp:
+        if isinstance(data, str):
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                out.write(data)
+        else:
+            tmp.write_bytes(data)
+
+
+@contextmanager
+def atomic_path(path: Path, *, private: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix, so a program that picks its output format
+    by the name still does) for the caller, or a program it runs, to write; renamed into place
+    when the block ends, removed if it fails. Permissions as in `write_atomic`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    tmp = Path(name)
     try:
         if not private:
             os.fchmod(fd, 0o666 & ~_umask())
-        if isinstance(data, str):
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-                out.write(data)
-        else:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
+        os.close(fd)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -126,6 +126,42 @@ _LANGUAGES = {
     "yue": "Cantonese",
     "zh": "Chinese",
 }
+# ISO 639-1 -> ISO 639-2/B (the code Matroska and MP4 tag a track with) and the language's own
+# name, which a player shows as the track's title ("Deutsch", not "German").
+_ISO_639_2 = """
+af afr Afrikaans|am amh አማርኛ|ar ara العربية|as asm অসমীয়া|az aze Azərbaycan|ba bak Башҡорт|
+be bel Беларуская|bg bul Български|bn ben বাংলা|bo tib བོད་སྐད|br bre Brezhoneg|bs bos Bosanski|
+ca cat Català|cs cze Čeština|cy wel Cymraeg|da dan Dansk|de ger Deutsch|el gre Ελληνικά|
+en eng English|es spa Español|et est Eesti|eu baq Euskara|fa per فارسی|fi fin Suomi|
+fil fil Filipino|fo fao Føroyskt|fr fre Français|gl glg Galego|gu guj ગુજરાતી|ha hau Hausa|
+haw haw ʻŌlelo Hawaiʻi|he heb עברית|hi hin हिन्दी|hr hrv Hrvatski|ht hat Kreyòl ayisyen|
+hu hun Magyar|hy arm Հայերեն|id ind Bahasa Indonesia|is ice Íslenska|it ita Italiano|
+ja jpn 日本語|jw jav Basa Jawa|jv jav Basa Jawa|ka geo ქართული|kk kaz Қазақ тілі|km khm ខ្មែរ|
+kn kan ಕನ್ನಡ|ko kor 한국어|la lat Latina|lb ltz Lëtzebuergesch|ln lin Lingála|lo lao ລາວ|
+lt lit Lietuvių|lv lav Latviešu|mg mlg Malagasy|mi mao Māori|mk mac Македонски|ml mal മലയാളം|
+mn mon Монгол|mr mar मराठी|ms may Bahasa Melayu|mt mlt Malti|my bur မြန်မာ|nb nob Norsk bokmål|
+ne nep नेपाली|nl dut Nederlands|nn nno Norsk nynorsk|no nor Norsk|oc oci Occitan|pa pan ਪੰਜਾਬੀ|
+pl pol Polski|ps pus پښتو|pt por Português|ro rum Română|ru rus Русский|sa san संस्कृतम्|
+sd snd سنڌي|si sin සිංහල|sk slo Slovenčina|sl slv Slovenščina|sn sna chiShona|so som Soomaali|
+sq alb Shqip|sr srp Српски|su sun Basa Sunda|sv swe Svenska|sw swa Kiswahili|ta tam தமிழ்|
+te tel తెలుగు|tg tgk Тоҷикӣ|th tha ไทย|tk tuk Türkmençe|tl tgl Tagalog|tr tur Türkçe|
+tt tat Татарча|uk ukr Українська|ur urd اردو|uz uzb Oʻzbekcha|vi vie Tiếng Việt|yi yid ייִדיש|
+yo yor Yorùbá|yue chi 粵語|zh chi 中文|
+aa aar|ab abk|ae ave|ak aka|an arg|av ava|ay aym|bh bih|bi bis|bm bam|ce che|ch cha|co cos|
+cr cre|cu chu|cv chv|dv div|dz dzo|ee ewe|eo epo Esperanto|ff ful|fj fij|fy fry Frysk|
+ga gle Gaeilge|gd gla Gàidhlig|gn grn|gv glv|ho hmo|hz her|ia ina Interlingua|ie ile|ig ibo|
+ii iii|ik ipk|io ido|iu iku|kg kon|ki kik|kj kua|kl kal|kr kau|ks kas|ku kur Kurdî|kv kom|
+kw cor|ky kir Кыргызча|lg lug|li lim|lu lub|mh mah|na nau|nd nde|ng ndo|nr nbl|nv nav|ny nya|
+oj oji|om orm|or ori ଓଡ଼ିଆ|os oss|pi pli|qu que Runasimi|rm roh Rumantsch|rn run|rw kin|
+sc srd|se sme|sg sag|sm smo|ss ssw|st sot|ti tir ትግርኛ|tn tsn|to ton|ts tso|tw twi|ty tah|
+ug uig ئۇيغۇرچە|ve ven|vo vol|wa wln|wo wol|xh xho isiXhosa|za zha|zu zul isiZulu
+"""
+_TRACK_LANGUAGES: dict[str, tuple[str, str | None]] = {
+    fields[0]: (fields[1], fields[2] if len(fields) > 2 else None)
+    for fields in (
+        entry.split(maxsplit=2) for entry in _ISO_639_2.replace("\n", "").split("|") if entry
+    )
+}
 # Scripts and regions, lower-cased, for codes such as pt-BR or zh-Hant.
 _SUBTAGS = {
     "hans": "Simplified",
@@ -212,6 +248,22 @@ def language_name(code: str) -> str:
         return code
     details = [_SUBTAGS.get(tag.lower(), tag) for tag in subtags if tag]
     return f"{name} ({', '.join(details)})" if details else name
+
+
+def iso639_2(code: str) -> str:
+    """The ISO 639-2/B code a video container tags a track with: "de" -> "ger", "pt-BR" ->
+    "por"; "und" (undetermined) for a code Subtide does not know."""
+    known = _TRACK_LANGUAGES.get(_primary(code))
+    return known[0] if known else "und"
+
+
+def native_name(code: str) -> str:
+    """A language as its speakers name it, for a track's title: "de" -> "Deutsch", "pt-BR" ->
+    "Português (BR)"; the English name where the table has no native one."""
+    primary, *subtags = code.strip().replace("_", "-").split("-")
+    known = _TRACK_LANGUAGES.get(primary.lower())
+    name = known[1] if known and known[1] else language_name(primary)
+    return f"{name} ({'-'.join(subtags)})" if subtags and name != primary else name
 
 
 def same_language(a: str | None, b: str | None) -> bool:

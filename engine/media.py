@@ -44,6 +44,14 @@ AUDIO_FORMAT = "bestaudio/best"
 PREVIEW_FORMAT = "best[height<=480][ext=mp4]/best[ext=mp4]/best"
 
 
+def video_format(max_height: int) -> str:
+    """yt-dlp's selector for the video a video output is made from: the best picture up to
+    `max_height` merged with the best sound, MP4 and M4A first (they copy into MP4 and MKV
+    alike), else one file with both, else whatever there is."""
+    fit = f"[height<={max_height}]"
+    return f"bv*{fit}[ext=mp4]+ba[ext=m4a]/bv*{fit}+ba/b{fit}/bv*+ba/b"
+
+
 @dataclass(frozen=True)
 class Probe:
     duration: float
@@ -52,6 +60,14 @@ class Probe:
     # The audio stream's own duration where the file states it, else `duration`: a video's
     # picture may run on after its sound ends.
     audio_duration: float
+
+
+@dataclass(frozen=True)
+class VideoProbe:
+    duration: float
+    width: int
+    height: int
+    has_audio: bool
 
 
 @dataclass(frozen=True)
@@ -601,11 +617,37 @@ _MONO = ["-vn", "-sn", "-dn", "-ac", "1"]
 
 def probe(path: Path) -> Probe:
     """Duration and streams of a local file; a file without audio is refused."""
+    return _probed(_ffprobe(path), named(path, starts=True))
+
+
+def probe_video(path: Path) -> VideoProbe:
+    """The picture of a local file (its first video stream that is not cover art); a file
+    without one is refused."""
+    data = json.loads(_ffprobe(path) or b"{}")
+    streams = [s for s in data.get("streams") or [] if not _is_cover_art(s)]
+    video = next((s for s in streams if s.get("codec_type") == "video"), None)
+    if video is None:
+        raise SubtideError(
+            "bad_input",
+            "this source has no video; use the subtitle files",
+            hint="A video output needs a source with a picture; subtitle files need none.",
+        )
+    durations = [data.get("format", {}).get("duration"), video.get("duration")]
+    return VideoProbe(
+        duration=next((d for d in map(_seconds, durations) if d > 0), 0.0),
+        width=int(video.get("width") or 0),
+        height=int(video.get("height") or 0),
+        has_audio=any(s.get("codec_type") == "audio" for s in streams),
+    )
+
+
+def _ffprobe(path: Path) -> bytes:
+    """ffprobe's JSON about the streams and container of a local file."""
     require_file(path)
     result = run_on(["ffprobe", "-v", "error", *_PROBE_OUTPUT], path)
     if result.returncode != 0:
         raise _unreadable(path)
-    return _probed(result.stdout, _named(path, starts=True))
+    return result.stdout
 
 
 def _probed(output: bytes, name: str) -> Probe:
@@ -641,16 +683,16 @@ def decode_audio(
     head = ["ffmpeg", "-nostdin", "-v", "error", *_seek(start, end)]
     result = run_on(head, path, [*_MONO, "-ar", str(sample_rate), "-f", "s16le", "pipe:1"])
     if result.returncode != 0:
-        detail = _last_line(result.stderr, path)
+        detail = last_complaint(result.stderr, path)
         if "does not contain any stream" in detail:  # -vn left nothing: there is no audio
             raise SubtideError(
-                "bad_input", f"{_named(path, starts=True)} has no audio track", hint=_NO_AUDIO_HINT
+                "bad_input", f"{named(path, starts=True)} has no audio track", hint=_NO_AUDIO_HINT
             )
-        raise SubtideError("bad_input", f"Could not decode the audio of {_named(path)}: {detail}")
+        raise SubtideError("bad_input", f"Could not decode the audio of {named(path)}: {detail}")
     if not result.stdout:
         raise SubtideError(
             "bad_input",
-            f"{_named(path, starts=True)} contains no audio samples",
+            f"{named(path, starts=True)} contains no audio samples",
             hint="Its audio track is empty: export or download the file again.",
         )
     samples = numpy.frombuffer(result.stdout, dtype="<i2").astype(numpy.float32)
@@ -692,7 +734,7 @@ _UPLOAD_PREFIX = "upload-"
 _UPLOAD_NAME = re.compile(rf"{_UPLOAD_PREFIX}[0-9a-f]{{24}}")
 
 
-def _named(path: Path, *, starts: bool = False) -> str:
+def named(path: Path, *, starts: bool = False) -> str:
     """How a message names a local file: an upload (`write_audio_b64`) as what it is, never by
     its temporary name, which means nothing to whoever sent it."""
     if _UPLOAD_NAME.fullmatch(path.name):
@@ -703,7 +745,7 @@ def _named(path: Path, *, starts: bool = False) -> str:
 def _unreadable(path: Path) -> SubtideError:
     return SubtideError(
         "bad_input",
-        f"{_named(path, starts=True)} is not an audio or video file ffmpeg can read "
+        f"{named(path, starts=True)} is not an audio or video file ffmpeg can read "
         "(corrupt or unsupported)",
         hint="Check that it plays; download or copy it again, or convert it with ffmpeg.",
     )
@@ -723,10 +765,10 @@ def _seconds(value: Any) -> float:
         return 0.0
 
 
-def _last_line(stderr: bytes, path: Path) -> str:
+def last_complaint(stderr: bytes, path: Path) -> str:
     """ffmpeg's final complaint, naming the file by its base name only."""
     line = _complaint(stderr)
-    name = _named(path)
+    name = named(path)
     for shown in (f"file:{path.resolve()}", str(path.resolve()), str(path)):
         line = line.replace(shown, name)
     return line.removeprefix(f"{name}: ")

@@ -3,8 +3,10 @@ and the app. Model-free: the front ends import it."""
 
 from __future__ import annotations
 
-from engine.languages import language_name
-from engine.protocol import TargetReport, TranslationProblem
+from collections.abc import Sequence
+
+from engine.languages import language_name, same_language
+from engine.protocol import ResultEvent, TargetReport, TranslationProblem
 
 _WHY: dict[TranslationProblem, str] = {
     "timeout": "the translation service never answered in time",
@@ -33,6 +35,13 @@ def incomplete(reports: dict[str, TargetReport]) -> dict[str, TargetReport]:
 def written(reports: dict[str, TargetReport], targets: list[str]) -> list[str]:
     """The targets that get subtitle files: all but those where nothing could be translated."""
     return [lang for lang in targets if not (lang in reports and reports[lang].failed)]
+
+
+def file_targets(asked: Sequence[str], result: ResultEvent) -> list[str]:
+    """The target languages of a job's files and video tracks: asked for, not the spoken
+    language (its text is the original), and translated."""
+    others = [lang for lang in asked if not same_language(lang, result.language)]
+    return written(result.targets, others)
 
 
 def kept_message(lang: str, report: TargetReport, source_lang: str) -> str:

@@ -270,7 +270,7 @@ class Engine:
         yield progress.event("finalize", message="Writing subtitles")
         files = render_files(
             cues,
-            job.formats,
+            job.subtitle_formats,
             stem=file_stem(job.source, text.title),
             language=text.language,
             # A target where nothing could be translated gets no files: they would hold the

@@ -32,6 +32,9 @@ ErrorCode = Literal[
     "internal",
 ]
 Format = Literal["srt", "vtt", "ass", "txt", "json"]
+# The video with its subtitles: as tracks a player switches (soft), or drawn into the picture.
+VideoKind = Literal["video_soft", "video_burn"]
+VIDEO_KINDS: tuple[VideoKind, ...] = ("video_soft", "video_burn")
 # Where a result's text came from: the video's own captions (made by people, or the site's
 # automatic ones), or our speech recognition.
 TextSource = Literal["captions-manual", "captions-auto", "asr"]
@@ -113,6 +116,18 @@ class Style(_Model):
         return self
 
 
+class VideoOptions(_Model):
+    """How a job's video outputs (`video_soft`, `video_burn` in `formats`) are made."""
+
+    # The soft-subtitled file's container: MKV carries ASS (speaker colours), MP4 mov_text.
+    container: Literal["mkv", "mp4"] = "mkv"
+    # The language burned in (a target, or the spoken one); None: the first target, else the
+    # spoken language.
+    burn_lang: str | None = Field(default=None, max_length=35)
+    # A burned video is scaled down to this height (keeping its aspect), never up.
+    max_height: int = Field(default=1080, ge=144, le=4320)
+
+
 class JobSpec(_Model):
     source: Source
     source_lang: str | None = None
@@ -130,7 +145,10 @@ class JobSpec(_Model):
     # with every LLM request, so a server may bound it further (MAX_DESCRIPTION_CHARS).
     description: str | None = Field(default=None, max_length=2000)
     style: Style = Field(default_factory=Style)
-    formats: list[Format] = Field(default_factory=lambda: ["srt"])
+    formats: list[Format | VideoKind] = Field(default_factory=lambda: ["srt"])
+    # None (the defaults) is left out of what clients send, so workers older than it still
+    # read their jobs.
+    video: VideoOptions | None = None
     # Transcribe even when the video carries captions.
     force_asr: bool = False
     # A `CaptionTrack.id` from an earlier result, or "asr"; None lets the engine choose.
@@ -146,6 +164,14 @@ class JobSpec(_Model):
         if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
             raise ValueError("min_speakers must not exceed max_speakers")
         return self
+
+    @property
+    def subtitle_formats(self) -> list[Format]:
+        return [fmt for fmt in self.formats if fmt not in VIDEO_KINDS]  # type: ignore[misc]
+
+    @property
+    def video_kinds(self) -> list[VideoKind]:
+        return [fmt for fmt in self.formats if fmt in VIDEO_KINDS]  # type: ignore[misc]
 
 
 class Word(_Model):
@@ -172,6 +198,15 @@ class RenderedFile(_Model):
     filename: str
     content: str
     lang: str | None = None
+
+
+class VideoFile(_Model):
+    """A video a job made. Too big for an event: a server serves it at `url`."""
+
+    kind: VideoKind
+    filename: str
+    size: int = Field(ge=0)
+    url: str | None = None
 
 
 class ProgressEvent(_Model):
@@ -256,6 +291,7 @@ class ResultEvent(_Model):
     title: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     files: list[RenderedFile] = Field(default_factory=list)
+    videos: list[VideoFile] = Field(default_factory=list)
     source: TextSource = "asr"
     # Every track the video offers (empty for files), and the id of the one used, if any.
     caption_tracks: list[CaptionTrack] = Field(default_factory=list)

@@ -88,6 +88,14 @@ def read_job(job_input: object, limits: JobLimits) -> tuple[JobSpec, bool]:
             "Invalid job input: source.path: a worker cannot read your files",
             "send source.url or source.audio_b64 on serverless",
         )
+    if spec.video_kinds:
+        raise SubtideError(
+            "bad_input",
+            f"Invalid job input: formats: {', '.join(spec.video_kinds)} can't be made on RunPod "
+            "serverless: a video does not fit in its job payloads",
+            "ask for subtitle formats here and make the video where it is (subtide run or "
+            "translate --video), or use a pod's HTTP API, which serves video files",
+        )
     limits.check(spec)
     return spec, require_cues
 

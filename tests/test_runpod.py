@@ -154,6 +154,14 @@ def test_path_source_is_refused(client):
     assert "source.path" in status["error"]
 
 
+def test_a_video_output_is_refused_with_the_reason(client, media):
+    body = {"input": {"source": {"url": f"{media}/short_en.mp4"}, "formats": ["video_soft"]}}
+    status = client.post("/runsync", json=body).raise_for_status().json()
+    assert status["status"] == "FAILED"
+    assert "video_soft can't be made on RunPod serverless" in status["error"]
+    assert "does not fit in its job payloads" in status["error"]
+
+
 def test_the_worker_holds_jobs_to_its_limits(client):
     """A serverless worker spends its owner's LLM key and GPU like a pod: the same limits."""
     for asked, words in (
