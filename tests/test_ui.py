@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -18,6 +19,7 @@ from engine.protocol import Cue, Style, SubtideError
 from tests.support.browser import serve_app
 from tests.support.http_server import serve_directory
 from tests.support.openai_server import Reply, fake_translation, lines_of, serve_openai
+from tests.support.video import subtitle_streams, track_cues
 from ui.handlers import SCREEN
 from ui.table import KEPT, edits, table
 
@@ -203,6 +205,30 @@ def test_speaker_labels_follow_the_switch_after_the_run(client, clips):
     assert [s.text.replace("\n", " ") for s in plain] == [row[4] for row in rows(screen)]
     _, _, downloads, *_ = client.predict(True, "source", api_name="/relabel")
     assert srt_of(downloads) == labelled
+
+
+def test_the_video_with_its_subtitles_holds_the_edited_cues(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4))
+    table = screen["table"]["value"]
+    table["data"][0][4] = "An edited first line."
+    client.predict(table, "source", False, api_name="/edit")
+
+    status, files = client.predict("video_soft", "source", api_name="/make_video")
+
+    assert 'data-state="done"' in status
+    video = next(Path(path) for path in files if path.endswith(".subtitled.mkv"))
+    (track,) = subtitle_streams(video)
+    assert track["tags"]["language"] == "eng"
+    cues = track_cues(video, 0)
+    assert re.sub(r"<[^>]*>", "", cues[0].text) == "An edited first line."  # ASS styling off
+    assert len(cues) == len(rows(screen))
+
+
+def test_a_video_for_an_audio_job_is_refused_with_advice(client, clips):
+    run(client, file=handle_file(clips.short.wav))
+    status, files = client.predict("video_burn", "source", api_name="/make_video")
+    assert "has no video" in status
+    assert files is None or not any(path.endswith(".mp4") for path in files)
 
 
 def operate(client: Client, operation: str, cue: int = 0, playhead=None, shift_ms=0) -> tuple:

@@ -143,6 +143,7 @@ def build(
                     elem_id="cues",
                 )
                 tools = _editor(names)
+                video_out = _video_out()
                 downloads = gr.File(
                     label="Downloads", file_count="multiple", interactive=False, elem_id="downloads"
                 )
@@ -224,6 +225,14 @@ def build(
                 api_visibility="undocumented",
                 show_progress="hidden",
             )
+        video_out.make.click(
+            handlers.make_video,
+            inputs=[video_out.kind, view, session],
+            outputs=[video_out.status, downloads],
+            api_name="make_video",
+            api_visibility="undocumented",
+            show_progress="hidden",
+        )
         _retime_on_drag(handlers, view, session, edited)
         blocks.load(None, js=_PLAYER_LINK)
         view.input(
@@ -285,6 +294,30 @@ def _transcribe_api(handlers: Handlers, form: dict[str, gr.components.Component]
         concurrency_limit=1,
         concurrency_id=_JOBS,
     )
+
+
+@dataclass
+class _VideoOut:
+    kind: gr.Radio
+    make: gr.Button
+    status: gr.HTML
+
+
+def _video_out() -> _VideoOut:
+    """The video with its subtitles, made from the cues as edited, into the downloads."""
+    with gr.Row(equal_height=True, elem_id="video-out"):
+        kind = gr.Radio(
+            [("Tracks to switch on and off", "video_soft"), ("Burned in", "video_burn")],
+            value="video_soft",
+            label="Video with subtitles",
+            info="Tracks: every language, the picture untouched (MKV). Burned in: the "
+            "subtitles the preview shows (original, a translation or both), in MP4.",
+            elem_id="video-kind",
+            scale=3,
+        )
+        make = gr.Button("Make the video", elem_id="make-video", scale=1)
+    status = gr.HTML(elem_id="video-status")
+    return _VideoOut(kind, make, status)
 
 
 def _retime_on_drag(

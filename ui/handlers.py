@@ -23,6 +23,7 @@ from engine.edits import CueList, SetTimes
 from engine.formats import file_stem
 from engine.languages import same_language
 from engine.protocol import (
+    RETRY_HINT,
     Backend,
     Cue,
     DiarizeMode,
@@ -31,6 +32,7 @@ from engine.protocol import (
     ProgressEvent,
     ResultEvent,
     SubtideError,
+    VideoKind,
 )
 from engine.waveform import Peaks, peaks
 from ui import table as cue_table
@@ -320,6 +322,47 @@ class Handlers:
             return gr.skip()
         return session.cues[row].id
 
+    def make_video(
+        self, kind: VideoKind, view: str | None, session: Subtitles | None
+    ) -> Iterator[list[Any]]:
+        """The video with its subtitles as they are now, into the downloads, with progress:
+        the status, then the downloads."""
+        if session is None:
+            yield [status_html("failed", "No subtitles yet", 0, "Run a video first."), gr.skip()]
+            return
+        share = [0.0]
+        stop = threading.Event()
+        job: Future[Path] = Future()
+
+        def work() -> None:
+            try:
+                path = session.video_file(kind, view or SOURCE_VIEW, _setter(share), stop.is_set)
+                job.set_result(path)
+            except Exception as exc:
+                job.set_exception(exc)
+
+        threading.Thread(target=work, name="subtide-video", daemon=True).start()
+        try:
+            while wait([job], timeout=HEARTBEAT_S / 2).not_done:
+                yield [status_html("running", "Writing the video", 100 * share[0]), gr.skip()]
+            path = job.result()
+        except SubtideError as exc:
+            yield [status_html("failed", exc.message, 0, exc.hint or ""), gr.skip()]
+            return
+        except Exception:
+            log.exception("the video could not be written")
+            yield [
+                status_html("failed", "The video could not be written.", 0, RETRY_HINT),
+                gr.skip(),
+            ]
+            return
+        finally:
+            stop.set()  # a closed page stops ffmpeg
+        yield [
+            status_html("done", f"Added {path.name} to the downloads", 100),
+            [*session.exports(), str(path)],
+        ]
+
     def switch_view(self, view: str, session: Subtitles | None) -> Any:
         return gr.skip() if session is None else _video(session, view)
 
@@ -574,6 +617,13 @@ def _editable_table(session: Subtitles) -> Any:
 def speaker_picker(session: Subtitles) -> Any:
     speakers = sorted({cue.speaker for cue in session.cues if cue.speaker})
     return gr.Dropdown(choices=speakers, value=speakers[0] if speakers else None)
+
+
+def _setter(box: list[float]) -> Callable[[float], None]:
+    def put(value: float) -> None:
+        box[0] = value
+
+    return put
 
 
 def _refused(exc: SubtideError) -> None:

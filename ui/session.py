@@ -10,13 +10,15 @@ import shutil
 import tempfile
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from engine.edits import CueList, Edit
 from engine.formats import render, render_files
 from engine.languages import language_name
-from engine.protocol import Cue, Format, Style
+from engine.protocol import Cue, Format, Style, SubtideError, VideoKind, VideoOptions
+from engine.video import make_video, video_filename
 from engine.waveform import Peaks
 
 EXPORT_FORMATS: tuple[Format, ...] = ("srt", "vtt", "ass", "txt", "json")
@@ -81,6 +83,37 @@ class Subtitles:
         for file in files:
             (out / file.filename).write_text(file.content, encoding="utf-8")
         return [str(out / file.filename) for file in files]
+
+    def video_file(
+        self,
+        kind: VideoKind,
+        view: str,
+        on_progress: Callable[[float], None],
+        should_stop: Callable[[], bool],
+    ) -> Path:
+        """The video with the current cues: every language as a track (soft), or burned in
+        as the preview shows them (`view`: the original, a translation, or both)."""
+        if self.video is None:
+            raise SubtideError(
+                "bad_input",
+                "This source has no video; use the subtitle files.",
+                "Run a video file or a video link to get a video with subtitles.",
+            )
+        lang, dual_with = _view_langs(view)
+        style = self.style.model_copy(update={"dual": True}) if dual_with else self.style
+        return make_video(
+            kind,
+            self.video,
+            _revision(self.folder) / video_filename(self.stem, kind),
+            self.cues,
+            language=self.language,
+            target_langs=self.targets,
+            style=style,
+            options=VideoOptions(burn_lang=dual_with or lang or self.language),
+            title=self.title,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
 
     def preview_vtt(self, view: str) -> Path:
         """The track the player shows for a view: the source, a translation, or both."""
