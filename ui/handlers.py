@@ -527,12 +527,7 @@ def _subtitles(result: ResultEvent, job: JobSpec, folder: Path, video: Path | No
         edits=CueList(tuple(result.cues), job.style, result.language, result.duration),
         # Targets in the spoken language were skipped, and those where nothing could be
         # translated failed: they get no column and no files (the warning says why).
-        targets=tuple(
-            outcome.written(
-                result.targets,
-                [t for t in job.target_langs if not same_language(t, result.language)],
-            )
-        ),
+        targets=tuple(outcome.file_targets(job.target_langs, result)),
         stem=file_stem(job.source, result.title),
         title=result.title,
         video=video,
