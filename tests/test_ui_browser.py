@@ -7,6 +7,7 @@ pressing Run to the first cue row and to the finished preview goes to artifacts/
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def test_run_preview_edit_and_download(page, clips, llm):
     assert {cue.speaker for cue in cues} == {"SPEAKER_1", "SPEAKER_2"}
     assert len(pysrt.from_string(files["dialogue_en.srt"])) == len(cues)
     german = pysrt.from_string(files["dialogue_en.de.srt"])
-    assert all(sub.text.startswith("[ge]") for sub in german)
+    # Speakers on: each subtitle says who speaks (labels are on by default).
+    assert all(re.match(r"\[SPEAKER_\d\] \[ge\]", sub.text) for sub in german), german.text
     assert len(read_vtt(files["dialogue_en.vtt"])) == len(cues)
     assert files["dialogue_en.ass"].count("\nDialogue: ") == len(cues)
     assert "cottage" in files["dialogue_en.txt"].lower()
@@ -172,7 +174,7 @@ def test_run_preview_edit_and_download(page, clips, llm):
     edit_first_text(page, "Where shall we go on holiday?")
     page.wait_for_function(f"() => {download_href_js('dialogue_en.srt')} !== {json.dumps(old_srt)}")
     edited = pysrt.from_string(downloads(page, only="dialogue_en.srt")["dialogue_en.srt"])
-    assert edited[0].text == "Where shall we go on holiday?"
+    assert re.fullmatch(r"\[SPEAKER_\d\] Where shall we go on holiday\?", edited[0].text)
     original = pysrt.from_string(files["dialogue_en.srt"])
     assert (edited[0].start, edited[0].end) == (original[0].start, original[0].end)
     shot(page, "05-edited")
@@ -252,6 +254,24 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
     cleared = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
     assert [c.text for c in cleared] == [c.text for c in dragged[1:]]
     assert len(questions) == 1, questions  # asked once, though the table reports it twice
+
+    # "m" merges the selected cue with the next; "Shift all" moves every cue.
+    page.locator('#cues [data-testid="cell-0-4"]').click()
+    page.wait_for_function("() => document.querySelector('#cue-id input').value !== ''")
+    old_srt = download_href(page, "short_en.srt")
+    page.locator("#editor-keys").click()
+    page.keyboard.press("m")
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    merged = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    assert len(merged) == len(cleared) - 1
+    assert merged[0].end == cleared[1].end
+    old_srt = download_href(page, "short_en.srt")
+    page.fill("#shift-ms input", "-250")
+    page.click("#edit-shift-all")
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    shifted = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    moved = [s.start.ordinal - m.start.ordinal for s, m in zip(shifted, merged, strict=True)]
+    assert moved == [-250] * len(merged)
 
 
 def test_the_editor_at_a_phone_width_keeps_its_headers_whole(browser, app_url, clips):

@@ -431,16 +431,19 @@ _KEYS_HELP = (
     + ". Click a row to select its cue and play from its start. On the waveform, click to "
     "play from there; drag a cue's edge to change its start or end."
 )
-# The row being played; headers and times whole, the table scrolled sideways on a narrow
-# screen (wide enough that a time fits its column); the player's controls under the picture,
-# not over it, where they would cover the subtitles (the player draws them at the bottom of
-# the video box), and the box no taller than the picture on a narrow screen.
+# The row being played; headers and times whole, the table and the speaker timeline scrolled
+# sideways on a narrow screen (wide enough that a time fits its column, a label is legible);
+# the player's controls under the picture, not over it, where they would cover the subtitles
+# (the player draws them at the bottom of the video box), and the box no taller than the
+# picture on a narrow screen.
 _CSS = """
 #cues .virtual-row.subtide-playing [role=gridcell] { background: var(--color-accent-soft); }
 #cues [role=columnheader] { white-space: nowrap; word-break: keep-all; }
 @media (max-width: 640px) {
     #cues .table-wrap { overflow-x: auto; }
     #cues .table-container { min-width: 760px; }
+    #timeline .prose { overflow-x: auto; }
+    #timeline svg { min-width: 720px; }
 }
 #preview, #preview .wrap, #preview .mirror-wrap { height: auto !important; }
 #preview video { height: auto !important; max-height: 360px; }
