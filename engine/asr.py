@@ -303,7 +303,7 @@ class Transcriber:
             worker.close()
             raise
         meta = TranscriptInfo(language, probability, duration)
-        return meta, _segments(worker, SpeechSnapper(regions), stop, heartbeat_s)
+        return meta, _segments(worker, SpeechSnapper(regions, audio=audio), stop, heartbeat_s)
 
     def _ready_worker(self, stop: Stop) -> _Worker:
         # A worker still busy had its segments left unread (nobody closed them): it is mid-job.

@@ -127,6 +127,12 @@ def fits(text: str, style: Style, language: str | None, duration: float) -> bool
     return within_lines and (duration <= 0 or reading / duration <= style.max_cps)
 
 
+def ends_sentence(word: Word) -> bool:
+    """Whether the word ends its sentence ("Mr." does not)."""
+    text = word.text.strip()
+    return bool(_SENTENCE_END.search(text)) and text.lower() not in _ABBREVIATIONS
+
+
 def build_cues(words: Sequence[Word], style: Style, language: str | None) -> list[Cue]:
     """All cues for a complete transcript."""
     builder = CueBuilder(style, language)
@@ -155,7 +161,7 @@ class CueBuilder:
                 self._close_sentence(out)
             self._release(word.start, out)
             self._sentence.append(word)
-            if self._ends_sentence(word):
+            if ends_sentence(word):
                 self._close_sentence(out)
             elif self._run_too_long():
                 self._emit_early(out)
@@ -181,10 +187,6 @@ class CueBuilder:
         self._close_sentence(out)
         self._release(None, out)
         return out
-
-    def _ends_sentence(self, word: Word) -> bool:
-        text = word.text.strip()
-        return bool(_SENTENCE_END.search(text)) and text.lower() not in _ABBREVIATIONS
 
     def _run_too_long(self) -> bool:
         span = self._sentence[-1].end - self._sentence[0].start

@@ -5,6 +5,12 @@ Whisper's word timestamps drift into the silence around speech, most at the star
 a few tens of milliseconds, so a word edge that falls in silence is moved to the nearest speech
 edge — no further than `max_shift`, so a VAD miss can't move a word far. A word stretched over a
 whole pause (Whisper does this to the first word after one) is moved to one side of it.
+
+A pause between two sentences can be far shorter than the VAD's minimum silence (a reader's
+tenth of a second), and then Whisper may start the new sentence's first word inside the last
+word of the one before, or late, after part of it is spoken. With the audio at hand, the first
+word of a sentence or clause is put where the voice resumes after a pause found by energy in
+10 ms frames, between the previous word and its own end (see `SpeechSnapper._to_onset`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from engine.cues import ends_sentence
 from engine.protocol import Word
 
 if TYPE_CHECKING:
@@ -33,10 +40,17 @@ def speech_regions(audio: np.ndarray, sample_rate: int = 16000) -> list[Region]:
 
 
 class SpeechSnapper:
-    def __init__(self, regions: Sequence[Region], max_shift: float = 1.0) -> None:
+    """Snaps the words of segments that come in order. `audio` (16 kHz float samples), when
+    given, places the first word of each sentence at the voice's onset."""
+
+    def __init__(
+        self, regions: Sequence[Region], max_shift: float = 1.0, audio: np.ndarray | None = None
+    ) -> None:
         self._regions = list(regions)
         self._starts = [start for start, _ in self._regions]
         self.max_shift = max_shift
+        self._audio = audio
+        self._previous: Word | None = None  # the last word snapped, of this or an earlier segment
 
     def extend(self, regions: Sequence[Region]) -> None:
         """Takes regions that come after those it has."""
@@ -44,13 +58,46 @@ class SpeechSnapper:
         self._starts.extend(start for start, _ in regions)
 
     def snap(self, words: Sequence[Word]) -> list[Word]:
-        if not self._regions:
-            return list(words)
         snapped = []
         for k, word in enumerate(words):
             opens_sentence = k == 0 or words[k - 1].text.rstrip().endswith(_SENTENCE_END)
-            snapped.append(self._snap_word(word, opens_sentence))
+            if self._regions:
+                word = self._snap_word(word, opens_sentence)
+            if self._audio is not None and self._after_a_break():
+                word = self._to_onset(word, self._audio)
+            snapped.append(word)
+            self._previous = word
         return snapped
+
+    def _after_a_break(self) -> bool:
+        """Whether the next word follows the end of a sentence or clause (where a reader
+        pauses), by the words that came before it."""
+        previous = self._previous
+        return (
+            previous is None
+            or ends_sentence(previous)
+            or previous.text.rstrip().endswith(_CLAUSE_END)
+        )
+
+    def _to_onset(self, word: Word, audio: np.ndarray) -> Word:
+        """The word started where the voice resumes after a pause (by energy) between the
+        middle of the word before (or half a second before its own start) and its end. A pause
+        whose end the VAD calls silence is music or noise, not one. Where Whisper stretched
+        the word over pauses, the voice is after the last of them; otherwise after the last
+        pause that begins before Whisper's start: a pause after it lies in the word's own
+        voice, or after it (a reader pauses inside sentences too)."""
+        previous = self._previous
+        earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
+        found = [
+            (quiet, resumes)
+            for quiet, resumes in pauses(audio, max(earliest, 0.0), word.end - _SHORTEST_WORD_S)
+            if self._near_speech(resumes)
+        ]
+        stretched = [r for q, r in found if q > word.start and r <= word.end - _VOICED_AFTER_S]
+        before = [resumes for quiet, resumes in found if quiet <= word.start]
+        if not stretched and not before:
+            return word
+        return word.model_copy(update={"start": round((stretched or before)[-1], 3)})
 
     def _snap_word(self, word: Word, opens_sentence: bool) -> Word:
         start, end = word.start, word.end
@@ -89,6 +136,11 @@ class SpeechSnapper:
         """Index of the last region starting at or before t, or -1."""
         return bisect_right(self._starts, t) - 1
 
+    def _near_speech(self, t: float) -> bool:
+        """In speech by the VAD, or just before it (its edges are 32 ms frames); anywhere
+        when there is no VAD."""
+        return not self._regions or self._in_speech(t) or self._in_speech(t + _VAD_SLACK_S)
+
     def _in_speech(self, t: float) -> bool:
         i = self._index(t)
         return i >= 0 and t <= self._regions[i][1]
@@ -100,3 +152,59 @@ class SpeechSnapper:
     def _previous_offset(self, t: float) -> float | None:
         i = self._index(t)
         return self._regions[i][1] if i >= 0 else None
+
+
+_CLAUSE_END = (",", ";", ":", "、", "，", "；", "：")
+# How far before a file's first word its onset is looked for.
+_LOOK_BACK_S = 0.5
+# What is left of a word whose start is moved later, at least (more than the release of a
+# final stop consonant after its closure).
+_SHORTEST_WORD_S = 0.05
+_VAD_SLACK_S = 0.05
+# A word stretched over a pause still has this much voice after it (a word whose end Whisper
+# put just after a pause it is followed by, "Tea, please", has less: the next word's start).
+_VOICED_AFTER_S = 0.08
+# Energy frames; a pause is a run of quiet frames this long at least (a stop consonant's
+# closure inside a word is mostly shorter).
+_FRAME_S = 0.01
+_MIN_QUIET_S = 0.08
+# The levels of quiet and of voice are read on the span with this much around it; the two
+# must be this far apart for a pause to be told from speech (loud music under it: no).
+_CONTEXT_S = 1.0
+_MIN_CONTRAST_DB = 12.0
+# Quiet: within this fraction of the way from the quiet level to the voice's.
+_QUIET_FRACTION = 0.3
+
+
+def pauses(
+    audio: np.ndarray, start: float, end: float, sample_rate: int = 16000
+) -> list[tuple[float, float]]:
+    """The pauses from `start` to `end` (seconds) after which the voice resumes before `end`,
+    as (quiet from, voice again at): runs of quiet 10 ms frames at least `_MIN_QUIET_S` long,
+    quiet judged against the levels around; none where voice and quiet are too alike."""
+    import numpy as np
+
+    frame = round(_FRAME_S * sample_rate)
+    first = max(int((start - _CONTEXT_S) * sample_rate), 0)
+    piece = audio[first : int((end + _CONTEXT_S) * sample_rate)]
+    count = len(piece) // frame
+    if count < 3:
+        return []
+    power = np.square(piece[: count * frame].astype(np.float64).reshape(count, frame)).mean(1)
+    level = 10 * np.log10(power + 1e-10)
+    # A click or a single loud frame is not voice: each frame takes its neighbours' median.
+    level = np.median(np.stack([level[:-2], level[1:-1], level[2:]]), axis=0)
+    quiet_db, voice_db = np.percentile(level, [5, 95])
+    if voice_db - quiet_db < _MIN_CONTRAST_DB:
+        return []
+    quiet = level < quiet_db + _QUIET_FRACTION * (voice_db - quiet_db)
+    # Frame k of `quiet` is frame k + 1 of the piece.
+    at = first / sample_rate + _FRAME_S
+    lo = max(int((start - at) / _FRAME_S), 0)
+    hi = min(int((end - at) / _FRAME_S) + 1, len(quiet) - 1)
+    found, run = [], 0
+    for k in range(lo, hi):
+        run = run + 1 if quiet[k] else 0
+        if run * _FRAME_S >= _MIN_QUIET_S and not quiet[k + 1]:
+            found.append((at + (k + 1 - run) * _FRAME_S, at + (k + 1) * _FRAME_S))
+    return found

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.protocol import Word
-from engine.timing import SpeechSnapper, speech_regions
+from engine.timing import SpeechSnapper, pauses, speech_regions
 
 REGIONS = [(0.5, 2.9), (3.6, 8.9), (9.6, 12.4)]
 
@@ -53,3 +53,53 @@ def test_real_vad_finds_the_sentences_of_a_synthesised_clip(clips):
     for sentence in clips.short.sentences:
         assert min(abs(start - sentence.start) for start, _ in regions) < 0.06
         assert min(abs(end - sentence.end) for _, end in regions) < 0.1
+
+
+def test_pauses_are_found_by_energy_and_short_dips_are_not_pauses():
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    voice = np.sin(2 * np.pi * 220 * t) * 0.3
+    for start, end in [(0.0, 0.5), (1.0, 1.12), (1.6, 1.65)]:  # quiet: 0.5 s, 0.12 s, 0.05 s
+        voice[int(start * rate) : int(end * rate)] = 0.0
+    voice += np.random.default_rng(0).standard_normal(len(t)) * 1e-3  # a room's hiss
+    [(quiet, resumes)] = pauses(voice.astype(np.float32), 0.6, 1.9)
+    assert quiet == pytest.approx(1.0, abs=0.02) and resumes == pytest.approx(1.12, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def real_clips():
+    from tests.support import real_speech
+    from tests.support.synth import fixture_dir
+
+    if not real_speech.available():
+        pytest.skip("needs pocketsphinx-testdata")
+    return {clip.wav.stem: clip for clip in real_speech.standard_clips(fixture_dir())}
+
+
+def snapper_on(clip) -> SpeechSnapper:
+    from engine.media import decode_audio
+
+    audio = decode_audio(clip.wav)
+    return SpeechSnapper(speech_regions(audio), audio=audio)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(-0.3, 0.2), (0.2, 0.25)], ids=["inside the sentence before", "late"]
+)
+def test_a_sentence_opening_word_starts_at_the_voice_after_a_short_pause(real_clips, start, end):
+    # Sentences 2 and 3 of the clip are 0.12 s apart: too short a pause for the VAD to see.
+    clip = real_clips["librivox_pauses"]
+    onset = clip.sentences[2].start
+    snapper = snapper_on(clip)
+    snapper.snap([w("man.", onset - 0.5, min(start + onset, onset - 0.1))])
+    [opening] = snapper.snap([w("Unless", onset + start, onset + end)])
+    assert opening.start == pytest.approx(onset, abs=0.05)
+
+
+def test_music_in_a_pause_is_not_taken_for_the_voice(real_clips):
+    clip = real_clips["librivox_music"]
+    onset = clip.sentences[3].start  # a second of music before it
+    snapper = snapper_on(clip)
+    snapper.snap([w("disposed.", onset - 1.3, onset - 1.0)])
+    [opening] = snapper.snap([w("Had", onset, onset + 0.15)])
+    assert opening.start == pytest.approx(onset, abs=0.05)

@@ -119,9 +119,9 @@ def synthesize(
     pcm += _silence(tail)
 
     clip = Clip(wav, tuple(sentences), (len(pcm) // 2) / SAMPLE_RATE)
-    _atomic_write(wav, _wav_bytes(bytes(pcm)))
+    atomic_write(wav, wav_bytes(bytes(pcm)))
     # The sidecar is written last: its presence means the wav beside it is complete.
-    _atomic_write(sidecar, json.dumps(_clip_record(clip, key), indent=1).encode())
+    atomic_write(sidecar, json.dumps(_clip_record(clip, key), indent=1).encode())
     return clip
 
 
@@ -171,7 +171,7 @@ def _silence(seconds: float) -> bytes:
     return bytes(2 * round(seconds * SAMPLE_RATE))
 
 
-def _wav_bytes(pcm: bytes) -> bytes:
+def wav_bytes(pcm: bytes) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as writer:
         writer.setnchannels(1)
@@ -217,7 +217,7 @@ def _load_cached(wav: Path, sidecar: Path, key: str) -> Clip | None:
     return Clip(wav, sentences, record["duration"])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     # Parallel test sessions may build the same fixture at once; neither sees a half-written file.
     partial = path.with_name(f".{path.name}.{os.getpid()}.part")
     partial.write_bytes(data)
