@@ -179,6 +179,21 @@ def test_a_refused_edit_leaves_the_cues_as_they_were(client, clips):
     assert [s.text for s in srt_of(downloads)] == [s.text for k, s in enumerate(before) if k != 1]
 
 
+def test_a_column_added_or_deleted_is_refused_and_nothing_is_read(client, clips):
+    screen = run(client, file=handle_file(clips.short_mp4))
+    before = pysrt.open(str(download(screen, "short_en.srt")))
+    table = screen["table"]["value"]
+    # "Delete column" on the start column: every cell after it one to the left.
+    shifted = [[row[0], *row[2:]] for row in table["data"]]
+    headers = [table["headers"][0], *table["headers"][2:]]
+
+    changed = {"headers": headers, "data": shifted}
+    edited = client.predict(changed, "source", False, api_name="/edit")
+
+    assert srt_of(edited[2]) == before
+    assert edited[0]["value"]["headers"] == table["headers"]  # drawn again whole
+
+
 def test_clearing_a_text_deletes_its_cue_once_confirmed(client, clips):
     screen = run(client, file=handle_file(clips.short_mp4))
     before = pysrt.open(str(download(screen, "short_en.srt")))
@@ -369,7 +384,7 @@ def test_edits_are_rewrapped_and_matched_by_id():
 
 def test_a_time_cell_moves_its_cue_and_a_bad_one_is_refused_with_advice():
     cues = [Cue(id=1, start=0, end=2, text="Hello."), Cue(id=2, start=3, end=4, text="Bye.")]
-    [first, second] = table(cues, [])["data"]
+    [first, second] = table(cues, ["de"])["data"]
 
     moved = applied(cues, [[*first[:2], "0:02.500", *first[3:]], second])
     assert (moved[0].start, moved[0].end) == (0, 2.5)

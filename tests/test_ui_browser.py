@@ -190,6 +190,12 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
     upload(page, clips.short_mp4)
     page.click("#run")
     page.wait_for_selector(DONE)
+    # A cell's menu offers only what the cue list can do: delete the row's cue.
+    page.locator(FIRST_TEXT_CELL).click()
+    page.locator("#cues [role=gridcell] .cell-menu-button").first.click(force=True)
+    offered = page.locator(".cell-menu [role=menuitem]:visible").all_inner_texts()
+    assert [item.strip() for item in offered] == ["Delete row"], offered
+    page.keyboard.press("Escape")
     page.wait_for_function(TRACK_CUES)
     before = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
     second = before[1].start.ordinal / 1000

@@ -435,7 +435,8 @@ _KEYS_HELP = (
 # sideways on a narrow screen (wide enough that a time fits its column, a label is legible);
 # the player's controls under the picture, not over it, where they would cover the subtitles
 # (the player draws them at the bottom of the video box), and the box no taller than the
-# picture on a narrow screen.
+# picture on a narrow screen. The table's cell menu keeps only "Delete row" (a cue deleted):
+# a new row would be no cue (cues are added at the playhead), and the columns are fixed.
 _CSS = """
 #cues .virtual-row.subtide-playing [role=gridcell] { background: var(--color-accent-soft); }
 #cues [role=columnheader] { white-space: nowrap; word-break: keep-all; }
@@ -450,6 +451,10 @@ _CSS = """
 #preview .controls { position: static !important; margin-top: 4px; }
 #preview video::cue { line-height: 1.2; }
 .subtide-offscreen { display: none !important; }
+.cell-menu button[aria-label="Add row above"], .cell-menu button[aria-label="Add row below"],
+.cell-menu button[aria-label="Add column to the left"],
+.cell-menu button[aria-label="Add column to the right"],
+.cell-menu button[aria-label="Delete column"] { display: none !important; }
 """
 # Rows and player linked in the page: a click on a row plays from its cue's start, the row
 # of the cue being played is marked and kept in view, and the keys press the buttons.

@@ -63,6 +63,15 @@ def edits(
     table is drawn again from the list, without it (cues are added by Split and New cue).
     A cue whose text was cleared is deleted when the user confirmed it (`delete_cleared`);
     otherwise its empty text is refused."""
+    width = len(FIXED_HEADERS) + len(targets)
+    if any(len(row) != width for row in rows):
+        # A column added or deleted (the cell menu offers both): no cell can be trusted to
+        # be the one it was, so nothing is read.
+        raise SubtideError(
+            "bad_input",
+            "The table's columns cannot be added or removed.",
+            "Edit the cells of the columns there are; the table is drawn again as it was.",
+        )
     by_id = {_row_id(row): row for row in rows}
     found: list[Edit] = []
     for cue in cues:
