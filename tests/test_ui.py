@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
@@ -21,6 +22,7 @@ from tests.support.http_server import serve_directory
 from tests.support.openai_server import Reply, fake_translation, lines_of, serve_openai
 from tests.support.video import subtitle_streams, track_cues
 from ui.handlers import SCREEN
+from ui.session import Workspace
 from ui.table import KEPT, edits, table
 
 MODEL = "bundled:tiny.en"
@@ -530,3 +532,16 @@ def test_the_script_api_names_its_parts_hides_the_pages_and_raises(app_url):
         client.predict(api_name="/transcribe")
     with pytest.raises(AppError, match="ftp"):
         client.predict(url="ftp://example.com/x.mp4", api_name="/transcribe")
+
+
+def test_job_folders_no_session_holds_go_once_they_are_old(tmp_path):
+    workspace = Workspace(max_age_s=3600)
+    old, recent = workspace.new_job(), workspace.new_job()
+    (old / "talk.srt").write_text("1\n")
+    a_day_ago = time.time() - 86400
+    os.utime(old, (a_day_ago, a_day_ago))
+
+    new = workspace.new_job()
+
+    assert not old.exists()
+    assert recent.is_dir() and new.is_dir()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -152,16 +153,34 @@ def _revision(folder: Path) -> Path:
     return out
 
 
-class Workspace:
-    """A temporary folder per job, under one root for the app."""
+# A job's files are kept this long after it started: as long as Gradio keeps the uploads and
+# the files it served (the app's delete_cache), so a page left open a day still works.
+JOB_FILES_MAX_AGE_S = 86400.0
 
-    def __init__(self) -> None:
+
+class Workspace:
+    """A temporary folder per job, under one root for the app. A job's folder goes with its
+    page's session, or with the next job of that page; those no session holds (a script's
+    /transcribe, a page never closed) go once they are `max_age_s` old, as new jobs start."""
+
+    def __init__(self, max_age_s: float = JOB_FILES_MAX_AGE_S) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="subtide-ui-"))
+        self.max_age_s = max_age_s
         # Also runs at interpreter exit, so a stopped app leaves no files behind.
         weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
 
     def new_job(self) -> Path:
+        self._prune()
         return _revision(self.root)
+
+    def _prune(self) -> None:
+        oldest = time.time() - self.max_age_s
+        for folder in self.root.iterdir():
+            try:
+                if folder.stat().st_mtime < oldest:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except FileNotFoundError:  # a session's end removed it meanwhile
+                continue
 
     @staticmethod
     def discard(subtitles: Subtitles | None) -> None:
