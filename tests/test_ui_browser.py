@@ -279,6 +279,12 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
     moved = [s.start.ordinal - m.start.ordinal for s, m in zip(shifted, merged, strict=True)]
     assert moved == [-250] * len(merged)
 
+    # One click: the video with its subtitles as they now are joins the downloads.
+    page.click("#make-video")
+    page.wait_for_selector("#video-status [data-state=done]")
+    mkv = page.locator('#downloads a[download="short_en.subtitled.mkv"]')
+    assert mkv.count() == 1
+
 
 def test_the_editor_at_a_phone_width_keeps_its_headers_whole(browser, app_url, clips):
     context = new_context(browser)
