@@ -249,6 +249,19 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
     moved = (dragged[0].end.ordinal - before[0].end.ordinal) / 1000
     assert moved == pytest.approx(-0.4, abs=0.05)
     assert dragged[0].start == before[0].start
+    # Dragged by its middle, a cue moves whole.
+    wave.scroll_into_view_if_needed()  # fetching the downloads scrolled the page down
+    body = page.locator('#waveform [data-cue="2"] .subtide-span').bounding_box()
+    old_srt = download_href(page, "short_en.srt")
+    page.mouse.move(body["x"] + body["width"] / 2, body["y"] + 40)
+    page.mouse.down()
+    page.mouse.move(body["x"] + body["width"] / 2 - 0.3 * scale, body["y"] + 40, steps=5)
+    page.mouse.up()
+    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
+    dragged = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    for time_of in (lambda cue: cue.start, lambda cue: cue.end):
+        moved = (time_of(dragged[1]).ordinal - time_of(before[1]).ordinal) / 1000
+        assert moved == pytest.approx(-0.3, abs=0.05)
     shot(page, "12-waveform")
 
     # A cleared text deletes its cue once the page's question is answered yes.

@@ -323,8 +323,9 @@ def _video_out() -> _VideoOut:
 def _retime_on_drag(
     handlers: Handlers, view: gr.Radio, session: gr.State, edited: list[Any]
 ) -> None:
-    """A region's edge dropped on the waveform: the page's script leaves the cue and its new
-    time where the button's own script picks them up, and presses the button (hidden)."""
+    """A region's edge (or the region) dropped on the waveform: the page's script leaves the
+    cue and its new times where the button's own script picks them up, and presses the button
+    (hidden)."""
     cue, start, end = (gr.Number(visible=False) for _ in range(3))
     button = gr.Button("Retime", elem_id="wave-retime", elem_classes=["subtide-offscreen"])
     button.click(
@@ -429,7 +430,7 @@ _KEYS_HELP = (
     "Keys (outside a text box): "
     + ", ".join(f"**{key}** {operation.replace('_', ' ')}" for key, operation in _KEYS.items())
     + ". Click a row to select its cue and play from its start. On the waveform, click to "
-    "play from there; drag a cue's edge to change its start or end."
+    "play from there; drag a cue's edge to change its start or end, or its middle to move it."
 )
 # The row being played; headers and times whole, the table and the speaker timeline scrolled
 # sideways on a narrow screen (wide enough that a time fits its column, a label is legible);
@@ -493,23 +494,30 @@ _PLAYER_LINK = (
             row.classList.toggle('subtide-playing', playing);
         }
     }, true);
-    // The waveform: a click plays from there; an edge dragged and dropped retimes its cue.
+    // The waveform: a click plays from there; an edge dragged and dropped retimes its cue, a
+    // region dragged by its body moves the cue whole.
     const scale = () => Number(document.querySelector('#waveform .subtide-wave')
         ?.dataset.pxPerS || 0);
-    let drag = null;
+    let drag = null, dragged = false;
     document.addEventListener('pointerdown', (event) => {
-        const edge = event.target.closest('#waveform .subtide-edge');
-        if (!edge) return;
-        const region = edge.closest('.subtide-region');
+        const part = event.target.closest('#waveform .subtide-edge, #waveform .subtide-span');
+        if (!part) return;
+        const region = part.closest('.subtide-region');
         const span = region.querySelector('.subtide-span');
-        drag = {edge, region, span, side: edge.dataset.edge, from: event.clientX, moved: 0,
-                x: Number(span.getAttribute('x')), width: Number(span.getAttribute('width'))};
+        drag = {part, region, span, side: part.dataset.edge || 'move', from: event.clientX,
+                moved: 0, x: Number(span.getAttribute('x')),
+                width: Number(span.getAttribute('width'))};
+        dragged = false;
         event.preventDefault();
     });
     document.addEventListener('pointermove', (event) => {
         if (!drag) return;
         drag.moved = event.clientX - drag.from;
-        drag.edge.setAttribute('transform', `translate(${drag.moved} 0)`);
+        if (drag.side === 'move') {
+            drag.region.setAttribute('transform', `translate(${drag.moved} 0)`);
+            return;
+        }
+        drag.part.setAttribute('transform', `translate(${drag.moved} 0)`);
         const grown = drag.side === 'start' ? -drag.moved : drag.moved;
         drag.span.setAttribute('x', drag.x + (drag.side === 'start' ? drag.moved : 0));
         drag.span.setAttribute('width', Math.max(1, drag.width + grown));
@@ -519,15 +527,19 @@ _PLAYER_LINK = (
         const {region, side, moved} = drag;
         drag = null;
         if (Math.abs(moved) < 2 || !scale()) return;
-        const at = Number(region.dataset[side]) + moved / scale();
-        window.subtideDropped = {cue: Number(region.dataset.cue),
-                                 [side]: Math.max(0, Math.round(at * 1000) / 1000)};
+        dragged = true;  // not a click: the player stays where it is
+        const at = (edge) => Math.max(
+            0, Math.round((Number(region.dataset[edge]) + moved / scale()) * 1000) / 1000);
+        const cue = Number(region.dataset.cue);
+        window.subtideDropped = side === 'move'
+            ? {cue, start: at('start'), end: at('end')} : {cue, [side]: at(side)};
         document.getElementById('wave-retime').click();
     });
     document.addEventListener('click', (event) => {
         const svg = event.target.closest('#waveform svg');
         const media = player();
         if (!svg || !media || !scale() || event.target.closest('.subtide-edge')) return;
+        if (dragged) { dragged = false; return; }
         media.currentTime = (event.clientX - svg.getBoundingClientRect().left) / scale();
     });
     document.addEventListener('timeupdate', (event) => {

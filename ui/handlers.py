@@ -300,7 +300,8 @@ class Handlers:
         view: str | None,
         session: Subtitles | None,
     ) -> list[Any]:
-        """A cue's edge dragged on the waveform: its new start or end (the other is None)."""
+        """A cue dragged on the waveform: by an edge, its new start or end (the other None);
+        by its middle, both."""
         if session is None or cue_id is None:
             return [gr.skip()] * len(EDITED)
         try:

@@ -68,7 +68,7 @@ def _regions(cues: Sequence[Cue], scale: float) -> str:
             f'<g class="subtide-region" data-cue="{cue.id}" data-start="{cue.start:.3f}" '
             f'data-end="{cue.end:.3f}"><title>{cue.id}: {escape(cue.text)}</title>'
             f'<rect class="subtide-span" x="{x:.1f}" y="0" width="{w:.1f}" height="{_HEIGHT}" '
-            f'fill="{colour}" fill-opacity="0.2"/>'
+            f'fill="{colour}" fill-opacity="0.2" style="cursor:grab"/>'
             f'<text x="{x + 4:.1f}" y="12" font-size="11" fill="currentColor">{cue.id}</text>'
             f'<rect class="subtide-edge" data-edge="start" x="{x - edge:.1f}" y="0" '
             f'width="{_EDGE_PX}" height="{_HEIGHT}" fill="{colour}" fill-opacity="0.7" '
