@@ -331,13 +331,13 @@ class Handlers:
         if session is None:
             yield [status_html("failed", "No subtitles yet", 0, "Run a video first."), gr.skip()]
             return
-        share = [0.0]
+        share = _Latest()
         stop = threading.Event()
         job: Future[Path] = Future()
 
         def work() -> None:
             try:
-                path = session.video_file(kind, view or SOURCE_VIEW, _setter(share), stop.is_set)
+                path = session.video_file(kind, view or SOURCE_VIEW, share, stop.is_set)
                 job.set_result(path)
             except Exception as exc:
                 job.set_exception(exc)
@@ -345,7 +345,7 @@ class Handlers:
         threading.Thread(target=work, name="subtide-video", daemon=True).start()
         try:
             while wait([job], timeout=HEARTBEAT_S / 2).not_done:
-                yield [status_html("running", "Writing the video", 100 * share[0]), gr.skip()]
+                yield [status_html("running", "Writing the video", 100 * share.value), gr.skip()]
             path = job.result()
         except SubtideError as exc:
             yield [status_html("failed", exc.message, 0, exc.hint or ""), gr.skip()]
@@ -615,11 +615,14 @@ def speaker_picker(session: Subtitles) -> Any:
     return gr.Dropdown(choices=speakers, value=speakers[0] if speakers else None)
 
 
-def _setter(box: list[float]) -> Callable[[float], None]:
-    def put(value: float) -> None:
-        box[0] = value
+class _Latest:
+    """The last share of the work done that a worker reported, for the page to show."""
 
-    return put
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def __call__(self, value: float) -> None:
+        self.value = value
 
 
 def _refused(exc: SubtideError) -> None:
