@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pysrt
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from pysrt import SubRipFile
 
 from engine.formats import read_json, read_vtt
 from tests.support.browser import chromium, new_context, open_accordion, serve_app
@@ -170,10 +172,8 @@ def test_run_preview_edit_and_download(page, clips, llm):
     show_frame(page, 4.0)
     shot(page, "04-dual-view")
 
-    old_srt = download_href(page, "dialogue_en.srt")
-    edit_first_text(page, "Where shall we go on holiday?")
-    page.wait_for_function(f"() => {download_href_js('dialogue_en.srt')} !== {json.dumps(old_srt)}")
-    edited = pysrt.from_string(downloads(page, only="dialogue_en.srt")["dialogue_en.srt"])
+    holiday = "Where shall we go on holiday?"
+    edited = srt_after(page, lambda: edit_first_text(page, holiday), "dialogue_en.srt")
     assert re.fullmatch(r"\[SPEAKER_\d\] Where shall we go on holiday\?", edited[0].text)
     original = pysrt.from_string(files["dialogue_en.srt"])
     assert (edited[0].start, edited[0].end) == (original[0].start, original[0].end)
@@ -217,78 +217,48 @@ def test_the_editor_is_linked_to_the_player_and_its_keys_edit_the_downloads(page
 
     # "s" splits the selected cue at the player's position; "z" undoes it.
     show_frame(page, second + (before[1].end.ordinal / 1000 - second) / 2)
-    old_srt = download_href(page, "short_en.srt")
     page.locator("#editor-keys").click()  # out of any text box
-    page.keyboard.press("s")
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    split = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    split = srt_after(page, lambda: page.keyboard.press("s"))
     assert len(split) == len(before) + 1
     shot(page, "10-split")
-    old_srt = download_href(page, "short_en.srt")
-    page.keyboard.press("z")
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    undone = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    undone = srt_after(page, lambda: page.keyboard.press("z"))
     assert [c.text for c in undone] == [c.text for c in before]
 
     # The waveform: a region per cue; a click plays from there; an edge dragged retimes.
     wave = page.locator("#waveform svg")
     assert int(wave.get_attribute("data-cues")) == len(before)
-    scale = float(page.locator("#waveform .subtide-wave").get_attribute("data-px-per-s"))
     wave.scroll_into_view_if_needed()
     box = wave.bounding_box()
-    page.mouse.click(box["x"] + 1.5 * scale, box["y"] + 60)
+    page.mouse.click(box["x"] + 1.5 * wave_scale(page), box["y"] + 60)
     page.wait_for_function(f"() => Math.abs({PLAYER}.currentTime - 1.5) < 0.1")
-    end = page.locator('#waveform [data-cue="1"] .subtide-edge[data-edge="end"]').bounding_box()
-    old_srt = download_href(page, "short_en.srt")
-    page.mouse.move(end["x"] + end["width"] / 2, end["y"] + 40)
-    page.mouse.down()
-    page.mouse.move(end["x"] + end["width"] / 2 - 0.4 * scale, end["y"] + 40, steps=5)
-    page.mouse.up()
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    dragged = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    end_edge = '#waveform [data-cue="1"] .subtide-edge[data-edge="end"]'
+    dragged = srt_after(page, lambda: drag(page, end_edge, -0.4))
     moved = (dragged[0].end.ordinal - before[0].end.ordinal) / 1000
     assert moved == pytest.approx(-0.4, abs=0.05)
     assert dragged[0].start == before[0].start
     # Dragged by its middle, a cue moves whole.
-    wave.scroll_into_view_if_needed()  # fetching the downloads scrolled the page down
-    body = page.locator('#waveform [data-cue="2"] .subtide-span').bounding_box()
-    old_srt = download_href(page, "short_en.srt")
-    page.mouse.move(body["x"] + body["width"] / 2, body["y"] + 40)
-    page.mouse.down()
-    page.mouse.move(body["x"] + body["width"] / 2 - 0.3 * scale, body["y"] + 40, steps=5)
-    page.mouse.up()
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    dragged = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    dragged = srt_after(page, lambda: drag(page, '#waveform [data-cue="2"] .subtide-span', -0.3))
     for time_of in (lambda cue: cue.start, lambda cue: cue.end):
         moved = (time_of(dragged[1]).ordinal - time_of(before[1]).ordinal) / 1000
         assert moved == pytest.approx(-0.3, abs=0.05)
     shot(page, "12-waveform")
 
     # A cleared text deletes its cue once the page's question is answered yes.
-    old_srt = download_href(page, "short_en.srt")
     questions = []
     page.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
-    edit_first_text(page, "")
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    cleared = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    cleared = srt_after(page, lambda: edit_first_text(page, ""))
     assert [c.text for c in cleared] == [c.text for c in dragged[1:]]
     assert len(questions) == 1, questions  # asked once, though the table reports it twice
 
     # "m" merges the selected cue with the next; "Shift all" moves every cue.
     page.locator('#cues [data-testid="cell-0-4"]').click()
     page.wait_for_function("() => document.querySelector('#cue-id input').value !== ''")
-    old_srt = download_href(page, "short_en.srt")
     page.locator("#editor-keys").click()
-    page.keyboard.press("m")
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    merged = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    merged = srt_after(page, lambda: page.keyboard.press("m"))
     assert len(merged) == len(cleared) - 1
     assert merged[0].end == cleared[1].end
-    old_srt = download_href(page, "short_en.srt")
     page.fill("#shift-ms input", "-250")
-    page.click("#edit-shift-all")
-    page.wait_for_function(f"() => {download_href_js('short_en.srt')} !== {json.dumps(old_srt)}")
-    shifted = pysrt.from_string(downloads(page, only="short_en.srt")["short_en.srt"])
+    shifted = srt_after(page, lambda: page.click("#edit-shift-all"))
     moved = [s.start.ordinal - m.start.ordinal for s, m in zip(shifted, merged, strict=True)]
     assert moved == [-250] * len(merged)
 
@@ -511,6 +481,30 @@ def downloads(page, only: str | None = None) -> dict[str, str]:
             link.click()
         files[name] = Path(download.value.path()).read_text(encoding="utf-8")
     return files
+
+
+def srt_after(page, action: Callable[[], object], name: str = "short_en.srt") -> SubRipFile:
+    """The SRT download `name` once `action` has changed it (each change is a new file)."""
+    before = download_href(page, name)
+    action()
+    page.wait_for_function(f"() => {download_href_js(name)} !== {json.dumps(before)}")
+    return pysrt.from_string(downloads(page, only=name)[name])
+
+
+def wave_scale(page) -> float:
+    """The waveform's pixels per second."""
+    return float(page.locator("#waveform .subtide-wave").get_attribute("data-px-per-s"))
+
+
+def drag(page, part: str, seconds: float) -> None:
+    """Drags the waveform's `part` (a selector) sideways by `seconds`, as a mouse does."""
+    page.locator("#waveform svg").scroll_into_view_if_needed()  # a download scrolls the page
+    box = page.locator(part).bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + 40
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + seconds * wave_scale(page), y, steps=5)
+    page.mouse.up()
 
 
 def download_href_js(name: str) -> str:
