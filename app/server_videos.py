@@ -91,11 +91,7 @@ class JobVideos:
             future.set_result(path)
             return future
         if not spec.source.url:
-            raise SubtideError(
-                "bad_input",
-                "this source has no video; use the subtitle files",
-                hint="Upload the video, or give its link, for a video output.",
-            )
+            raise media.no_video("Upload the video, or give its link, for a video output.")
         url, allow_private = spec.source.url, self._allow_private
         max_height = (spec.video or VideoOptions()).max_height
 

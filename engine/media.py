@@ -627,11 +627,7 @@ def probe_video(path: Path) -> VideoProbe:
     streams = [s for s in data.get("streams") or [] if not _is_cover_art(s)]
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
     if video is None:
-        raise SubtideError(
-            "bad_input",
-            "this source has no video; use the subtitle files",
-            hint="A video output needs a source with a picture; subtitle files need none.",
-        )
+        raise no_video("A video output needs a source with a picture; subtitle files need none.")
     durations = [data.get("format", {}).get("duration"), video.get("duration")]
     return VideoProbe(
         duration=next((d for d in map(_seconds, durations) if d > 0), 0.0),
@@ -639,6 +635,11 @@ def probe_video(path: Path) -> VideoProbe:
         height=int(video.get("height") or 0),
         has_audio=any(s.get("codec_type") == "audio" for s in streams),
     )
+
+
+def no_video(hint: str) -> SubtideError:
+    """The error for a video output asked of a source without a picture."""
+    return SubtideError("bad_input", "this source has no video; use the subtitle files", hint)
 
 
 def _ffprobe(path: Path) -> bytes:

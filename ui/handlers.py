@@ -156,7 +156,13 @@ class Handlers:
         self.workspace.discard(session)
         run = _Run(self, backend, job, form, self.workspace.new_job(), request.session_hash)
         self.runs[request.session_hash] = run
-        yield from run.follow()
+        try:
+            yield from run.follow()
+        finally:
+            # A cancelled or closed run stays for Cancel to find (either may come first);
+            # an ended one has nothing to keep.
+            if run.ended and self.runs.get(request.session_hash) is run:
+                del self.runs[request.session_hash]
 
     def transcribe(
         self,
@@ -426,17 +432,19 @@ class _Run:
                         yield self.kept()
                         return
                     elif event.type == "error":
-                        self.ended = True
-                        yield _failed(event, self.last.percent)
+                        yield self._failed(event)
                         return
                     else:
                         yield from self._finish(event)
                         return
             except SubtideError as exc:  # the runner could not start the job
-                yield _failed(exc.to_event(), self.last.percent)
+                yield self._failed(exc.to_event())
                 return
-        ended = ErrorEvent(code="internal", message="The job ended without a result.")
-        yield _failed(ended, self.last.percent)
+        yield self._failed(ErrorEvent(code="internal", message="The job ended without a result."))
+
+    def _failed(self, error: ErrorEvent) -> list[Any]:
+        self.ended = True
+        return _failed(error, self.last.percent)
 
     def _start_screen(self) -> list[Any]:
         return screen(

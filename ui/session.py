@@ -18,7 +18,8 @@ from pathlib import Path
 from engine.edits import CueList, Edit
 from engine.formats import render, render_files
 from engine.languages import language_name
-from engine.protocol import Cue, Format, Style, SubtideError, VideoKind, VideoOptions
+from engine.media import no_video
+from engine.protocol import Cue, Format, Style, VideoKind, VideoOptions
 from engine.video import make_video, video_filename
 from engine.waveform import Peaks
 
@@ -95,11 +96,7 @@ class Subtitles:
         """The video with the current cues: every language as a track (soft), or burned in
         as the preview shows them (`view`: the original, a translation, or both)."""
         if self.video is None:
-            raise SubtideError(
-                "bad_input",
-                "This source has no video; use the subtitle files.",
-                "Run a video file or a video link to get a video with subtitles.",
-            )
+            raise no_video("Run a video file or a video link to get a video with subtitles.")
         lang, dual_with = _view_langs(view)
         style = self.style.model_copy(update={"dual": True}) if dual_with else self.style
         return make_video(
