@@ -231,18 +231,23 @@ def _decode(
     batch: list[speech_chunks.Chunk],
     regions: list[tuple[float, float]],
 ) -> list[RawSegment]:
-    """The batch's segments in order. Whisper sometimes ends a
-    chunk early: it writes its end of text after a pause, and batched decoding has no
-    timestamp to go on from, as sequential decoding has. Speech the VAD found after a chunk's
-    last word is decoded again, once, as a chunk of its own."""
+    """The batch's segments in order. Batched decoding does not go on from where Whisper
+    stopped, as sequential decoding does: speech the VAD found that no decoded word covers
+    (speech_chunks.unheard) is decoded again, once, as chunks of its own."""
     found: dict[int, list[RawSegment]] = {chunk.seek: [] for chunk in batch}
     for raw in _decoded(pipeline, audio, job, language, batch):
         found[raw.seek].append(raw)
-    tails = {c.seek: t for c in batch if (t := _missed(c, found[c.seek], regions))}
-    if tails:
-        parent = {tail.seek: seek for seek, tail in tails.items()}
-        for raw in _decoded(pipeline, audio, job, language, [*tails.values()]):
-            found[parent[raw.seek]].append(raw._replace(seek=parent[raw.seek]))
+    gaps = [
+        (gap, chunk.seek, since)
+        for chunk in batch
+        for gap, since in speech_chunks.unheard(chunk, _word_spans(found[chunk.seek]), regions)
+    ]
+    if gaps:
+        parent = {gap.seek: (seek, since) for gap, seek, since in gaps}
+        for raw in _decoded(pipeline, audio, job, language, [gap for gap, _, _ in gaps]):
+            seek, since = parent[raw.seek]
+            if new := _said_after(raw, since):
+                found[seek] = _inserted(found[seek], new._replace(seek=seek))
     return [segment for chunk in batch for segment in found[chunk.seek]]
 
 
@@ -257,30 +262,6 @@ def _decoded(
     segments, _ = pipeline.transcribe(span, **_options(job, language, relative))
     for segment in segments:
         yield _raw(segment, chunks, start)
-
-
-def _missed(
-    chunk: speech_chunks.Chunk, segments: list[RawSegment], regions: list[tuple[float, float]]
-) -> speech_chunks.Chunk | None:
-    """The part of `chunk` after its last decoded word that holds speech, if any. A chunk
-    with no words at all is judged silent (music, noise) and not tried again."""
-    ends = [word.end for segment in segments for word in segment.words]
-    if not ends:
-        return None
-    last = max(ends)
-    missed = [
-        start
-        for start, end in regions
-        if last + _MISSED_GAP_S <= start < chunk.end and end - start >= _MISSED_SPEECH_S
-    ]
-    if not missed:
-        return None
-    return speech_chunks.Chunk(max(missed[0] - speech_chunks.PAD_S, last), chunk.end)
-
-
-# Speech after a chunk's last word that counts as left out: a pause, then this much of it.
-_MISSED_GAP_S = 0.2
-_MISSED_SPEECH_S = 0.3
 
 
 def _batches(
@@ -413,14 +394,48 @@ def _raw(segment: Any, batch: list[speech_chunks.Chunk], offset: float) -> RawSe
 
 
 def _sentences(segment: RawSegment) -> list[RawSegment]:
-    """A chunk's segment cut after each sentence's last word. Batched decoding gives one
-    segment per chunk (up to 30 s); the hallucination filter judges segments, and should
-    drop no more than the sentence that is bad."""
+    """A segment cut after each sentence's last word. Whisper's segments can hold several
+    sentences; the hallucination filter judges segments, and should drop no more than the
+    sentence that is bad."""
     pieces: list[list[RawWord]] = [[]]
     for word in segment.words:
         pieces[-1].append(word)
         if word.text.rstrip().endswith(_SENTENCE_END):
             pieces.append([])
+    return _pieces(segment, pieces)
+
+
+def _word_spans(segments: list[RawSegment]) -> list[tuple[float, float]]:
+    return sorted((w.start, w.end) for segment in segments for w in segment.words)
+
+
+def _said_after(segment: RawSegment, since: float) -> RawSegment | None:
+    """The segment's words said after `since` (by their middle), if any, as a segment."""
+    said = [w for w in segment.words if (w.start + w.end) / 2 > since]
+    if not said:
+        return None
+    return _pieces(segment, [[w for w in segment.words if w not in said], said])[-1]
+
+
+def _inserted(segments: list[RawSegment], new: RawSegment) -> list[RawSegment]:
+    """`segments` with `new` among them in time order; one with words before and after it is
+    cut in two there."""
+    cut = [
+        piece
+        for segment in segments
+        for piece in _pieces(
+            segment,
+            [
+                [w for w in segment.words if w.start < new.start],
+                [w for w in segment.words if w.start >= new.start],
+            ],
+        )
+    ]
+    return sorted([*cut, new], key=lambda segment: segment.start)
+
+
+def _pieces(segment: RawSegment, pieces: list[list[RawWord]]) -> list[RawSegment]:
+    """The segment as one segment per non-empty piece of its words."""
     pieces = [piece for piece in pieces if piece]
     if len(pieces) <= 1:
         return [segment]

@@ -83,9 +83,11 @@ class SpeechSnapper:
         """The word started where the voice resumes after a pause (by energy) between the
         middle of the word before (or half a second before its own start) and its end. A pause
         whose end the VAD calls silence is music or noise, not one. Where Whisper stretched
-        the word over pauses, the voice is after the last of them; otherwise after the last
-        pause that begins before Whisper's start: a pause after it lies in the word's own
-        voice, or after it (a reader pauses inside sentences too)."""
+        the word over pauses, the voice is after the last of them. Where voice that no word
+        claims comes between the word before and Whisper's start, Whisper aligned the word
+        late: it began where the VAD heard that voice begin. Otherwise after
+        the last pause that begins before Whisper's start: a pause after it lies in the
+        word's own voice, or after it (a reader pauses inside sentences too)."""
         previous = self._previous
         earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
         found = [
@@ -95,9 +97,22 @@ class SpeechSnapper:
         ]
         stretched = [r for q, r in found if q > word.start and r <= word.end - _VOICED_AFTER_S]
         before = [resumes for quiet, resumes in found if quiet <= word.start]
-        if not stretched and not before:
+        candidates = stretched or self._unclaimed_onset(word) or before
+        if not candidates:
             return word
-        return word.model_copy(update={"start": round((stretched or before)[-1], 3)})
+        return word.model_copy(update={"start": round(candidates[-1], 3)})
+
+    def _unclaimed_onset(self, word: Word) -> list[float]:
+        """Where the VAD's speech that holds the word's start begins, when that is after the
+        word before ended and well before Whisper's start: voice no word claims."""
+        previous = self._previous
+        i = self._index(word.start)
+        if previous is None or i < 0 or not self._in_speech(word.start):
+            return []
+        onset = self._regions[i][0]
+        if previous.end - _VAD_SLACK_S <= onset <= word.start - _UNCLAIMED_S:
+            return [onset]
+        return []
 
     def _snap_word(self, word: Word, opens_sentence: bool) -> Word:
         start, end = word.start, word.end
@@ -109,6 +124,7 @@ class SpeechSnapper:
                 start = pause[1]
             else:
                 end = pause[0]
+        start, end = self._after_speech(start, end, opens_sentence)
         if not self._in_speech(start):
             onset = self._next_onset(start)
             if onset is not None and onset - start <= self.max_shift:
@@ -123,6 +139,22 @@ class SpeechSnapper:
         if (start, end) == (word.start, word.end):
             return word
         return word.model_copy(update={"start": round(start, 3), "end": round(end, 3)})
+
+    def _after_speech(self, start: float, end: float, opens_sentence: bool) -> tuple[float, float]:
+        """A word that goes on a sentence, wholly in the silence just after the speech its
+        word before ended in, and nearer to it than to the speech that follows, moved back to
+        end where that speech ends: Whisper aligned it late."""
+        i, previous = self._index(start), self._previous
+        if opens_sentence or previous is None or i < 0 or self._index(end) != i:
+            return start, end
+        offset, onset = self._regions[i][1], self._next_onset(start)
+        late = start - offset
+        in_silence = late > 0 and not self._in_speech(end)
+        if not in_silence or self._index(previous.end) != i or late > self.max_shift:
+            return start, end
+        if onset is not None and late >= onset - end:
+            return start, end
+        return start - (end - offset), offset
 
     def _pause_inside(self, start: float, end: float) -> Region | None:
         i = self._index(start)
@@ -161,6 +193,9 @@ _LOOK_BACK_S = 0.5
 # final stop consonant after its closure).
 _SHORTEST_WORD_S = 0.05
 _VAD_SLACK_S = 0.05
+# Voice this long that the VAD heard begin after the word before, and before Whisper's start,
+# is this word's: Whisper aligned it late.
+_UNCLAIMED_S = 0.25
 # A word stretched over a pause still has this much voice after it (a word whose end Whisper
 # put just after a pause it is followed by, "Tea, please", has less: the next word's start).
 _VOICED_AFTER_S = 0.08

@@ -4,7 +4,16 @@ a window, the first short, none reaching into a long pause or into its neighbour
 import random
 from itertools import pairwise
 
-from engine.speech_chunks import FIRST_S, MAX_GAP_S, PAD_S, WINDOW_S, first_length, plan
+from engine.speech_chunks import (
+    FIRST_S,
+    MAX_GAP_S,
+    PAD_S,
+    WINDOW_S,
+    Chunk,
+    first_length,
+    plan,
+    unheard,
+)
 
 
 def _regions(seed: int, count: int = 200) -> list[tuple[float, float]]:
@@ -64,3 +73,25 @@ def test_on_a_short_file_the_first_chunk_is_short_unless_that_costs_a_window_mor
     assert FIRST_S < longer < WINDOW_S
     assert len(plan(sentences, 76.0, longer)) == len(plan(sentences, 76.0, WINDOW_S - 2 * PAD_S))
     assert first_length([(1.0, 3.0), (3.5, 5.0)], 6.0) == FIRST_S
+
+
+def test_speech_no_word_covers_is_decoded_again_with_what_its_words_follow():
+    chunk = Chunk(0.0, 20.0)
+    regions = [(0.5, 4.0), (5.0, 7.5), (8.0, 12.0), (12.4, 12.9)]
+    # A sentence passed over (5.0-7.5), and half a second after the last word (12.4-12.9).
+    words = [(0.6, 1.5), (1.5, 3.9), (8.1, 10.0), (10.0, 12.0)]
+    [(skipped, new_from), (tail, tail_from)] = unheard(chunk, words, regions)
+    assert (skipped.start, skipped.end) == (5.0 - PAD_S, 7.5 + PAD_S) and new_from == skipped.start
+    # Half a second heard alone is decoded with the seconds before it; its words are new
+    # from the last word's end.
+    assert tail.start < 12.0 - 2.0 and tail.end == 20.0 and tail_from == 12.0
+
+
+def test_heard_speech_a_short_slip_or_a_silent_chunk_are_not_decoded_again():
+    chunk = Chunk(0.0, 10.0)
+    regions = [(0.5, 4.0), (4.6, 5.2), (6.0, 9.0)]
+    # The word said at 4.6-5.2 was aligned short of it, at 4.0-4.5: less than a second unheard.
+    words = [(0.6, 3.9), (4.0, 4.5), (6.1, 9.05)]
+    assert unheard(chunk, words, regions) == []
+    assert unheard(chunk, [], regions) == [], "no words at all: music or noise"
+    assert unheard(chunk, [(0.6, 8.9)], regions) == [], "0.1 s after the last word"

@@ -44,6 +44,15 @@ def test_a_word_wholly_in_silence_keeps_its_length_at_the_next_onset():
     assert moved.start == 3.6 and moved.end == pytest.approx(3.8)
 
 
+def test_a_word_going_on_a_sentence_wholly_in_the_silence_after_it_ends_where_speech_did():
+    # "five, five," read ending at 2.9; Whisper put the second "five," just after that.
+    [_, late] = SpeechSnapper(REGIONS).snap([w("five,", 2.3, 2.6), w("five,", 2.95, 3.2)])
+    assert (late.start, late.end) == (pytest.approx(2.65), 2.9)
+    # The same word opening a sentence belongs to the speech that follows.
+    [_, opening] = SpeechSnapper(REGIONS).snap([w("five.", 2.3, 2.6), w("So", 2.95, 3.2)])
+    assert opening.start == 3.6
+
+
 def test_real_vad_finds_the_sentences_of_a_synthesised_clip(clips):
     from engine.media import decode_audio
 
@@ -103,3 +112,14 @@ def test_music_in_a_pause_is_not_taken_for_the_voice(real_clips):
     snapper.snap([w("disposed.", onset - 1.3, onset - 1.0)])
     [opening] = snapper.snap([w("Had", onset, onset + 0.15)])
     assert opening.start == pytest.approx(onset, abs=0.05)
+
+
+def test_an_opening_word_aligned_after_voice_no_word_claims_starts_with_that_voice(real_clips):
+    # tiny.en put "four" 0.7 s late, after "four queen" was mostly spoken (the noise under the
+    # cards clip hides the pause from the energy; the VAD hears the voice begin).
+    clip = real_clips["cards_noise"]
+    before, sentence = clip.sentences[0], clip.sentences[1]
+    snapper = snapper_on(clip)
+    snapper.snap([w("clubs,", before.end - 0.3, before.end + 0.06)])
+    [opening] = snapper.snap([w("4", sentence.start + 0.7, sentence.start + 0.74)])
+    assert 0.0 <= opening.start - sentence.start <= 0.15
