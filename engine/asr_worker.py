@@ -242,9 +242,11 @@ def _decode(
         for chunk in batch
         for gap, since in speech_chunks.unheard(chunk, _word_spans(found[chunk.seek]), regions)
     ]
-    if gaps:
-        parent = {gap.seek: (seek, since) for gap, seek, since in gaps}
-        for raw in _decoded(pipeline, audio, job, language, [gap for gap, _, _ in gaps]):
+    parent = {gap.seek: (seek, since) for gap, seek, since in gaps}
+    # No more at a time than the batch: its size is what the memory allows.
+    for k in range(0, len(gaps), len(batch)):
+        again = [gap for gap, _, _ in gaps[k : k + len(batch)]]
+        for raw in _decoded(pipeline, audio, job, language, again):
             seek, since = parent[raw.seek]
             if new := _said_after(raw, since):
                 found[seek] = _inserted(found[seek], new._replace(seek=seek))
