@@ -100,10 +100,10 @@ def unheard(
         gaps.append((*gap, speech))
     again = [(Chunk(a, b), a) for a, b, speech in gaps if speech >= _MISSED_SPEECH_S]
     # After the last word, the voice that goes on in its region counts too.
-    after = [(max(start, last), min(end, chunk.end)) for start, end in regions if end > last]
-    tail = sum(max(end - start, 0.0) for start, end in after)
+    beyond = [(max(start, last), min(end, chunk.end)) for start, end in regions if end > last]
+    tail = sum(max(end - start, 0.0) for start, end in beyond)
     if tail >= _MISSED_SPEECH_S:
-        again.append((Chunk(max(after[0][0] - PAD_S, last), chunk.end), last))
+        again.append((Chunk(max(beyond[0][0] - PAD_S, last), chunk.end), last))
     elif tail >= _MISSED_TAIL_S:
         since = max(chunk.start, last - _TAIL_CONTEXT_S, *(gap.end for gap, _ in again))
         again.append((Chunk(since, chunk.end), last))

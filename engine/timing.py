@@ -85,9 +85,9 @@ class SpeechSnapper:
         whose end the VAD calls silence is music or noise, not one. Where Whisper stretched
         the word over pauses, the voice is after the last of them. Where voice that no word
         claims comes between the word before and Whisper's start, Whisper aligned the word
-        late: it began where the VAD heard that voice begin. Otherwise after
-        the last pause that begins before Whisper's start: a pause after it lies in the
-        word's own voice, or after it (a reader pauses inside sentences too)."""
+        late: it began where the VAD heard that voice begin. Otherwise after the last pause
+        that begins before Whisper's start: a pause after it lies in the word's own voice, or
+        after it (a reader pauses inside sentences too)."""
         previous = self._previous
         earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
         found = [
@@ -97,22 +97,21 @@ class SpeechSnapper:
         ]
         stretched = [r for q, r in found if q > word.start and r <= word.end - _VOICED_AFTER_S]
         before = [resumes for quiet, resumes in found if quiet <= word.start]
-        candidates = stretched or self._unclaimed_onset(word) or before
+        unclaimed = self._unclaimed_onset(word)
+        candidates = stretched or ([unclaimed] if unclaimed is not None else before)
         if not candidates:
             return word
         return word.model_copy(update={"start": round(candidates[-1], 3)})
 
-    def _unclaimed_onset(self, word: Word) -> list[float]:
+    def _unclaimed_onset(self, word: Word) -> float | None:
         """Where the VAD's speech that holds the word's start begins, when that is after the
         word before ended and well before Whisper's start: voice no word claims."""
         previous = self._previous
         i = self._index(word.start)
         if previous is None or i < 0 or not self._in_speech(word.start):
-            return []
+            return None
         onset = self._regions[i][0]
-        if previous.end - _VAD_SLACK_S <= onset <= word.start - _UNCLAIMED_S:
-            return [onset]
-        return []
+        return onset if previous.end - _VAD_SLACK_S <= onset <= word.start - _UNCLAIMED_S else None
 
     def _snap_word(self, word: Word, opens_sentence: bool) -> Word:
         start, end = word.start, word.end
