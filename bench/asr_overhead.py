@@ -87,8 +87,9 @@ def engine_run(engine: Engine, wav: Path, cache_dir: Path) -> tuple[float, float
 
 def peak_rss_mb(wav: Path, model: str, cache_dir: Path) -> float:
     """The larger peak RSS of `subtide run`'s two processes (the CLI's and the model's) on the
-    clip, without the cache. Read inside that run: this process's own children (ffmpeg, the
-    engine's model process) would count otherwise."""
+    clip, without the cache. Linux keeps a process's peak across exec, and a child spawned from
+    this process starts from this process's peak (the baseline's model and all): so a small
+    probe starts `subtide run` and reads the peak of its children alone."""
     with tempfile.TemporaryDirectory() as out:
         done = subprocess.run(
             [sys.executable, "-c", _PEAK_PROBE, "run", str(wav), "-o", out, "-m", model, "-q"],
@@ -102,17 +103,10 @@ def peak_rss_mb(wav: Path, model: str, cache_dir: Path) -> float:
 
 
 _PEAK_PROBE = """
-import atexit, resource, runpy, sys
+import resource, subprocess, sys
 
-
-def report():  # registered first, so it runs last: after the model's process is reaped
-    whose = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    print(max(resource.getrusage(w).ru_maxrss for w in whose), file=sys.stderr)
-
-
-atexit.register(report)
-sys.argv = ["subtide", *sys.argv[1:], "--no-cache"]
-runpy.run_module("app.cli", run_name="__main__")
+subprocess.run([sys.executable, "-m", "app.cli", *sys.argv[1:], "--no-cache"], check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
 """
 
 
