@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,13 +112,17 @@ def _model(load: Load) -> Any:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     class Model(WhisperModel):
-        """Whisper that keeps the encoding it detected the language from for the decoding of
-        the same chunk: on a CPU an encoding is most of a short chunk's time."""
+        """Whisper that encodes no more of each window than its chunks need, and keeps the
+        encoding it detected the language from for the decoding of the same chunk: on a CPU
+        an encoding is most of a short chunk's time."""
 
         kept: tuple[np.ndarray, Any] | None = None
+        # How many of a window's frames are encoded: the encoder takes fewer than the
+        # window's 3000, and its time goes with how many (see _encoded_frames).
+        frames = _WINDOW_FRAMES
 
         def detect(self, features: np.ndarray) -> tuple[str, float]:
-            encoded = super().encode(features)
+            encoded = super().encode(features[..., : self.frames])
             self.kept = (features, encoded)
             token, probability = self.model.detect_language(encoded)[0][0]
             return token[2:-2], probability
@@ -126,7 +131,7 @@ def _model(load: Load) -> Any:
             kept, self.kept = self.kept, None
             if kept is not None and np.array_equal(kept[0], features):
                 return kept[1]
-            return super().encode(features)
+            return super().encode(features[..., : self.frames])
 
     model = Model(
         load.path,
@@ -261,9 +266,26 @@ def _decoded(
     start = chunks[0].start
     span = audio.between(start, chunks[-1].end)
     relative = [speech_chunks.Chunk(c.start - start, c.end - start) for c in chunks]
+    pipeline.model.frames = _encoded_frames(chunks)
     segments, _ = pipeline.transcribe(span, **_options(job, language, relative))
     for segment in segments:
         yield _raw(segment, chunks, start)
+
+
+def _encoded_frames(chunks: list[speech_chunks.Chunk]) -> int:
+    """The frames of each window to encode for `chunks`. The encoder takes fewer than a
+    window's 3000 and its time goes with how many (10 s: a seventh of 30 s), but Whisper,
+    trained on whole windows, loops or invents words when the encoding is cut short: it gets
+    twice the longest chunk, at least _QUIET_AFTER_S of quiet after it, and _FEWEST_S in all
+    (less, and a tenth of a second of a word came back as "But...")."""
+    longest = max(chunk.end - chunk.start for chunk in chunks)
+    encoded = max(2 * longest, longest + _QUIET_AFTER_S, _FEWEST_S)
+    return min(_WINDOW_FRAMES, math.ceil(encoded * 100))
+
+
+_WINDOW_FRAMES = 3000
+_QUIET_AFTER_S = 4.0
+_FEWEST_S = 10.0
 
 
 def _batches(
@@ -369,6 +391,7 @@ def _language(
     if not model.model.is_multilingual:
         return "en", 1.0
     start, end = (first.start, first.end) if first else (0.0, 30.0)
+    model.frames = _encoded_frames([speech_chunks.Chunk(start, end)])
     # Cut as _decoded and the pipeline cut a first chunk, so that its encoding is the one kept.
     clip = audio.between(start, end)[: int((end - start) * SAMPLE_RATE)]
     return model.detect(np.stack([pad_or_trim(model.feature_extractor(clip)[..., :-1])]))

@@ -18,9 +18,9 @@ MAX_GAP_S = 2.0
 # Speech keeps some of the quiet around it: a word's soft start and end, and the lead-in
 # Whisper hears best with (faster-whisper's VAD pads by as much).
 PAD_S = 0.4
-# Every chunk is encoded as a whole window, so on a short file a short first chunk can cost
-# a window more than the file needs (a tenth of a minute's job): there the first chunk is
-# the shortest of these that does not.
+# A short first chunk can leave the speech after it a window more to decode than the file
+# needs (a tenth of a minute's job), and it is heard with less around it: on a short file the
+# first chunk is the shortest of these that costs no window more.
 _FIRST_CHOICES_S = (FIRST_S, 8.0, 10.0, 12.0, 16.0, 20.0)
 
 

@@ -194,7 +194,7 @@ _SHORTEST_WORD_S = 0.05
 _VAD_SLACK_S = 0.05
 # Voice this long that the VAD heard begin after the word before, and before Whisper's start,
 # is this word's: Whisper aligned it late.
-_UNCLAIMED_S = 0.25
+_UNCLAIMED_S = 0.12
 # A word stretched over a pause still has this much voice after it (a word whose end Whisper
 # put just after a pause it is followed by, "Tea, please", has less: the next word's start).
 _VOICED_AFTER_S = 0.08

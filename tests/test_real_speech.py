@@ -19,8 +19,10 @@ pytestmark = [
     pytest.mark.skipif(not real_speech.available(), reason="needs pocketsphinx-testdata"),
 ]
 MODELS = ("bundled", "bundled:tiny.en")
-# Measured (bench/quality.py): WER 0.00-0.07. Sentence onsets within 0.17 s.
-MAX_WER = 0.15
+# Measured (bench/quality.py): WER 0.00-0.07. Sentence onsets within 0.12 s. A decoding that
+# loops (a sentence written twice, as Whisper does when a short chunk's encoding is cut too
+# close to its speech) goes over MAX_WER on the cards clip.
+MAX_WER = 0.1
 LATEST_ONSET_S = 0.25
 # The true times are where the energy rises 12 dB over the room's or falls back: a cue may
 # start (or its last word end) on the rise itself, a few tens of milliseconds earlier.
