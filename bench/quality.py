@@ -10,7 +10,12 @@ faster-whisper is `WhisperModel.transcribe` (sequential, beam 5, word timestamps
 conditioning on earlier text), its words made into cues by the same cue builder. Goals (issue
 21): worst onset error <= 0.25 s on every real-speech clip; WER no worse than raw.
 
-    python bench/quality.py [--models bundled,bundled:tiny.en]
+A word Whisper hears on a knife's edge comes out one way or the other by chance: where the
+10 ms frames and the VAD's 32 ms ones fall, where a chunk starts. --shifts N runs each clip N
+times, after 0, 13, 27... ms of silence, and prints the mean WER with its range (every run's
+onsets pooled), so that a change can be told from chance.
+
+    python bench/quality.py [--models bundled,bundled:tiny.en] [--shifts 1]
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import argparse
 import statistics
 import sys
 import tempfile
+import wave
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +38,15 @@ from engine.pipeline import Engine, EngineOptions  # noqa: E402
 from engine.protocol import Cue, JobSpec, ResultEvent, Source, Style, Word  # noqa: E402
 from tests.support import real_speech  # noqa: E402
 from tests.support.onsets import shown  # noqa: E402
-from tests.support.synth import DIALOGUE_EN, Clip, fixture_dir, synthesize  # noqa: E402
+from tests.support.synth import (  # noqa: E402
+    DIALOGUE_EN,
+    SAMPLE_RATE,
+    Clip,
+    atomic_write,
+    fixture_dir,
+    synthesize,
+    wav_bytes,
+)
 from tests.support.wer import wer  # noqa: E402
 
 
@@ -67,15 +82,31 @@ def raw_cues(model: object, clip: Clip) -> list[Cue]:
     return build_cues(words, Style(), info.language)
 
 
-def row(model: str, kind: str, clip: Clip, decoder: str, cues: list[Cue]) -> str:
-    errors = [s.onset_error for s in shown(clip.sentences, cues)]
-    text = " ".join(cue.text for cue in cues)
+def shifted(clip: Clip, shift_s: float, folder: Path) -> Clip:
+    """The clip after `shift_s` of silence, its sentences as much later."""
+    if not shift_s:
+        return clip
+    with wave.open(str(clip.wav), "rb") as reader:
+        pcm = reader.readframes(reader.getnframes())
+    wav = folder / f"{clip.wav.stem}+{shift_s * 1000:.0f}ms.wav"
+    atomic_write(wav, wav_bytes(bytes(2 * round(shift_s * SAMPLE_RATE)) + pcm))
+    later = tuple(replace(s, start=s.start + shift_s, end=s.end + shift_s) for s in clip.sentences)
+    return Clip(wav, later, clip.duration + shift_s)
+
+
+def row(model: str, kind: str, name: str, decoder: str, runs: list[tuple[Clip, list[Cue]]]) -> str:
+    """One line for the runs of a clip (shifted or not): WER mean and range, onsets pooled."""
+    wers = [wer(clip.script, " ".join(cue.text for cue in cues)) for clip, cues in runs]
+    found = [shown(clip.sentences, cues) for clip, cues in runs]
+    errors = [s.onset_error for sentences in found for s in sentences]
     median = statistics.median(abs(e) for e in errors) if errors else float("nan")
     worst = max(errors, key=abs) if errors else float("nan")
+    spread = f"{min(wers):.3f}-{max(wers):.3f}" if len(runs) > 1 else ""
+    sentences = sum(len(clip.sentences) for clip, _ in runs)
     return (
-        f"{model:<16} {kind:<9} {clip.wav.stem:<16} {decoder:<6} "
-        f"{wer(clip.script, text):>6.3f} {median:>9.3f} {worst:>+9.3f} "
-        f"{len(errors):>3}/{len(clip.sentences):<3}"
+        f"{model:<16} {kind:<9} {name:<16} {decoder:<6} "
+        f"{statistics.mean(wers):>6.3f} {spread:<11} {median:>9.3f} {worst:>+9.3f} "
+        f"{len(errors):>3}/{sentences:<3}"
     )
 
 
@@ -85,7 +116,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="bundled,bundled:tiny.en")
+    parser.add_argument("--shifts", type=int, default=1, help="runs per clip, each shifted")
     args = parser.parse_args()
+    shifts = [k / 75 for k in range(args.shifts)]  # 13.3 ms apart: off the 10 ms frames
     # Raw faster-whisper falls back to sampling at higher temperatures; CTranslate2 seeds each
     # of its threads once, on its first sample, from this: the raw rows repeat run to run.
     ctranslate2.set_random_seed(0)
@@ -97,12 +130,15 @@ def main() -> None:
             path = resolve_model(spec, Path(tmp) / "models").path
             raw = WhisperModel(path, device=device, compute_type=compute_type)
             for kind, clip in clips():
-                rows.append(row(spec, kind, clip, "raw", raw_cues(raw, clip)))
-                rows.append(row(spec, kind, clip, "engine", engine_cues(engine, clip, spec)))
+                runs = [shifted(clip, shift, Path(tmp)) for shift in shifts]
+                name = clip.wav.stem
+                rows.append(row(spec, kind, name, "raw", [(c, raw_cues(raw, c)) for c in runs]))
+                engined = [(c, engine_cues(engine, c, spec)) for c in runs]
+                rows.append(row(spec, kind, name, "engine", engined))
                 print(*rows[-2:], sep="\n", file=sys.stderr, flush=True)
             del raw
     print(
-        f"{'model':<16} {'speech':<9} {'clip':<16} {'ASR':<6} {'WER':>6} "
+        f"{'model':<16} {'speech':<9} {'clip':<16} {'ASR':<6} {'WER':>6} {'WER range':<11} "
         f"{'onset|med|':>9} {'onset max':>9} {'sentences'}"
     )
     print("\n".join(rows))

@@ -284,11 +284,13 @@ class Transcriber:
         stop: Stop = never,
         resume_seek: int = 0,
         heartbeat_s: float | None = None,
+        resume_after: Word | None = None,
     ) -> tuple[TranscriptInfo, Iterator[Segment | Lull]]:
         """The transcript's info, once the language is known, and its segments as they come.
         `stop` is asked while waiting: when it says so, the model's process is killed and a
         `cancelled` SubtideError raised. `resume_seek` (a `Segment.seek`) decodes from that
-        chunk on, as a whole run would have (give the language the run found). With
+        chunk on, as a whole run would have (give the language the run found, and the last
+        word before the chunk as `resume_after`: a word is timed by the one before it). With
         `heartbeat_s`, a Lull comes each time that long passes without a segment (a batch
         takes seconds, and the consumer may have work meanwhile: translations to send on), and
         whenever the model's process knows that no word starts before some time."""
@@ -303,7 +305,8 @@ class Transcriber:
             worker.close()
             raise
         meta = TranscriptInfo(language, probability, duration)
-        return meta, _segments(worker, SpeechSnapper(regions, audio=audio), stop, heartbeat_s)
+        snapper = SpeechSnapper(regions, audio=audio, previous=resume_after)
+        return meta, _segments(worker, snapper, stop, heartbeat_s)
 
     def _ready_worker(self, stop: Stop) -> _Worker:
         # A worker still busy had its segments left unread (nobody closed them): it is mid-job.

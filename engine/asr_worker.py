@@ -145,9 +145,9 @@ def _model(load: Load) -> Any:
 
 def _transcribe(pipeline: Any, load: Load, job: Job, data: bytes, replies: Connection) -> None:
     """Decodes the speech chunks (engine.speech_chunks) from `job.resume_seek` on: the first
-    alone, so its cues come early, then `load.batch_size` at a time, which is faster on a CPU
-    too. Segments come in order, each batch's as it is decoded. On a long file the VAD looks
-    at its start first, and at the rest once the first chunk is decoded."""
+    chunk's head alone, so its cues come early, then `load.batch_size` at a time, which is
+    faster on a CPU too. Segments come in order, each batch's as it is decoded. On a long file
+    the VAD looks at its start first, and at the rest once the first chunk is decoded."""
     audio = Samples(data)
     duration = audio.duration
     try:
@@ -187,8 +187,8 @@ def _start(
         regions = _speech(audio, 0.0)  # nothing said at the start: look at all of it
     else:
         regions = _speech(audio, 0.0)
-    first_s = speech_chunks.first_length(regions, duration)
-    return regions, speech_chunks.plan(regions, duration, first_s), None
+    chunks = speech_chunks.plan(regions, duration, _LONGEST_S)
+    return regions, speech_chunks.with_head(chunks, regions, duration), None
 
 
 # Audio longer than this is looked at by the VAD in two goes (see _start).
@@ -214,7 +214,7 @@ def _decode_batches(
         for segment in _decode(pipeline, audio, job, language, todo, regions) if todo else []:
             for sentence in _sentences(segment):
                 replies.send(("segment", sentence))
-        following = batches[k + 1][0].start if k + 1 < len(batches) else then
+        following = batches[k + 1][0].own_from if k + 1 < len(batches) else then
         if following is not None:
             replies.send(("quiet", following))
         _trim()
@@ -240,8 +240,12 @@ def _decode(
     stopped, as sequential decoding does: speech the VAD found that no decoded word covers
     (speech_chunks.unheard) is decoded again, once, as chunks of its own."""
     found: dict[int, list[RawSegment]] = {chunk.seek: [] for chunk in batch}
+    since = {chunk.seek: chunk.since for chunk in batch}
     for raw in _decoded(pipeline, audio, job, language, batch):
-        found[raw.seek].append(raw)
+        # A chunk decoded again after its head: the head's words are the head's.
+        own = raw if since[raw.seek] is None else _said_after(raw, since[raw.seek])
+        if own:
+            found[raw.seek].append(own)
     gaps = [
         (gap, chunk.seek, since)
         for chunk in batch

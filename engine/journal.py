@@ -18,7 +18,9 @@ from pathlib import Path
 from engine.asr import Segment, TranscriptInfo
 from engine.protocol import Word
 
-_VERSION = 2  # 2: a seek names a speech chunk (engine.speech_chunks)
+# 2: a seek names a speech chunk (engine.speech_chunks); 3: the first chunk after its head.
+# A seek means something only in the plan it was made in: a journal of another starts over.
+_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The pieces of audio Whisper decodes: spans of speech found by the VAD, each at most one
-30 s window, the first kept short so the first cue comes early; and, once decoded, the speech
-in them that no word covers, to decode again. Batched decoding takes them several at a time;
-a resumed job starts at one (its `seek`)."""
+30 s window; the first few seconds of speech also alone, before the rest, so the first cue
+comes early; and, once decoded, the speech in them that no word covers, to decode again.
+Batched decoding takes them several at a time; a resumed job starts at one (its `seek`)."""
 
 from __future__ import annotations
 
@@ -10,29 +10,34 @@ from dataclasses import dataclass
 
 # Whisper's window: a chunk longer would be cut.
 WINDOW_S = 30.0
-# The first chunk is decoded alone before any batch, and its cues shown: short, so they come
-# soon; long enough for the language to be detected from it.
+# The head of the first chunk is decoded alone before any batch, and its cues shown: short,
+# so they come soon; long enough for the language to be detected from it.
 FIRST_S = 6.0
 # A pause this long ends a chunk: Whisper invents text in long silences it is given.
 MAX_GAP_S = 2.0
 # Speech keeps some of the quiet around it: a word's soft start and end, and the lead-in
 # Whisper hears best with (faster-whisper's VAD pads by as much).
 PAD_S = 0.4
-# A short first chunk can leave the speech after it a window more to decode than the file
-# needs (a tenth of a minute's job), and it is heard with less around it: on a short file the
-# first chunk is the shortest of these that costs no window more.
-_FIRST_CHOICES_S = (FIRST_S, 8.0, 10.0, 12.0, 16.0, 20.0)
 
 
 @dataclass(frozen=True)
 class Chunk:
     start: float
     end: float
+    # Where its own words begin, when the words before are another chunk's: the first chunk
+    # is decoded whole after its head, so that the speech after the head is heard with what
+    # comes before it.
+    since: float | None = None
+
+    @property
+    def own_from(self) -> float:
+        return self.start if self.since is None else self.since
 
     @property
     def seek(self) -> int:
-        """Its start in 10 ms frames, as `Segment.seek` names the piece a segment came from."""
-        return round(self.start * 100)
+        """Where its own words begin, in 10 ms frames, as `Segment.seek` names the piece a
+        segment came from."""
+        return round(self.own_from * 100)
 
 
 def plan(
@@ -54,14 +59,23 @@ def plan(
     return [_padded(spans, k, duration, since) for k in range(len(spans))]
 
 
-def first_length(regions: Sequence[tuple[float, float]], duration: float) -> float:
-    """How long the first chunk of a whole file's `regions` may be: short, unless that takes
-    more chunks than the file needs."""
-    fewest = len(plan(regions, duration, WINDOW_S - 2 * PAD_S))
-    return next(
-        (s for s in _FIRST_CHOICES_S if len(plan(regions, duration, s)) <= fewest),
-        WINDOW_S - 2 * PAD_S,
-    )
+def with_head(
+    chunks: Sequence[Chunk], regions: Sequence[tuple[float, float]], duration: float
+) -> list[Chunk]:
+    """`chunks`, the first preceded by its head: its speech up to FIRST_S long. The head is
+    decoded alone, for an early cue, and the first chunk then whole, its words after the
+    head kept: heard alone, the head's speech loses what the speech after it tells Whisper,
+    and its words are only the head's to show early. Where the first chunk's speech allows
+    no head that short (a region longer), it has none: decoding one twice would cost more
+    than the head saves."""
+    if not chunks:
+        return []
+    first = chunks[0]
+    inside = [region for region in regions if first.start <= region[0] < first.end]
+    head = plan(inside, duration, FIRST_S, since=first.start)[0]
+    if head.end >= first.end or head.end - head.start > FIRST_S + 2 * PAD_S:
+        return list(chunks)
+    return [head, Chunk(first.start, first.end, since=head.end), *chunks[1:]]
 
 
 def _padded(spans: list[list[float]], k: int, duration: float, since: float) -> Chunk:
@@ -87,11 +101,11 @@ def unheard(
     gaps: list[tuple[float, float, float]] = []  # start, end, seconds of speech
     last = max(w_end for _, w_end in words)
     for start, end in regions:
-        if not chunk.start <= start < chunk.end or start >= last:
+        if not chunk.own_from <= start < chunk.end or start >= last:
             continue
         if any(w_start < end and start < w_end for w_start, w_end in words):
             continue
-        before = max((w_end for _, w_end in words if w_end <= start), default=chunk.start)
+        before = max((w_end for _, w_end in words if w_end <= start), default=chunk.own_from)
         after = min((w_start for w_start, _ in words if w_start >= end), default=chunk.end)
         gap = (max(start - PAD_S, before), min(end + PAD_S, after))
         speech = end - start

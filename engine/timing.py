@@ -44,13 +44,18 @@ class SpeechSnapper:
     given, places the first word of each sentence at the voice's onset."""
 
     def __init__(
-        self, regions: Sequence[Region], max_shift: float = 1.0, audio: np.ndarray | None = None
+        self,
+        regions: Sequence[Region],
+        max_shift: float = 1.0,
+        audio: np.ndarray | None = None,
+        previous: Word | None = None,
     ) -> None:
         self._regions = list(regions)
         self._starts = [start for start, _ in self._regions]
         self.max_shift = max_shift
         self._audio = audio
-        self._previous: Word | None = None  # the last word snapped, of this or an earlier segment
+        # The last word snapped, of this or an earlier segment (or of an earlier run).
+        self._previous = previous
 
     def extend(self, regions: Sequence[Region]) -> None:
         """Takes regions that come after those it has."""

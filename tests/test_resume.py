@@ -96,7 +96,10 @@ def test_a_resumed_decode_starts_at_its_window_and_matches_a_whole_one(long_clip
     whole = list(segments)
     seeks = sorted({s.seek for s in whole})
     assert len(seeks) >= 3
-    _, resumed = model.transcribe(audio, DecodeOptions(language="en"), resume_seek=seeks[1])
+    before = [word for s in whole if s.seek < seeks[1] for word in s.words]
+    _, resumed = model.transcribe(
+        audio, DecodeOptions(language="en"), resume_seek=seeks[1], resume_after=before[-1]
+    )
     later = list(resumed)
     # Nothing before the window was decoded, and from it on the segments are the whole run's.
     assert min(s.seek for s in later) == seeks[1]

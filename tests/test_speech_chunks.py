@@ -10,9 +10,9 @@ from engine.speech_chunks import (
     PAD_S,
     WINDOW_S,
     Chunk,
-    first_length,
     plan,
     unheard,
+    with_head,
 )
 
 
@@ -64,15 +64,31 @@ def test_a_later_part_of_a_file_is_planned_from_where_the_first_chunk_ended():
     assert len(chunks) == 1
 
 
-def test_on_a_short_file_the_first_chunk_is_short_unless_that_costs_a_window_more():
-    # 75 s of speech in short sentences: a 6 s first chunk needs one window more than a
-    # file of three windows does, so the first is made longer; a long file keeps it short.
+def test_the_first_chunk_is_preceded_by_its_head_and_the_chunks_after_stay_as_planned():
+    # 75 s of speech in short sentences: whole windows, then the first few seconds of the
+    # first of them alone, for an early cue.
     sentences = [(k * 3.0, k * 3.0 + 2.5) for k in range(25)]
-    assert len(plan(sentences, 76.0, FIRST_S)) > len(plan(sentences, 76.0, WINDOW_S - 2 * PAD_S))
-    longer = first_length(sentences, 76.0)
-    assert FIRST_S < longer < WINDOW_S
-    assert len(plan(sentences, 76.0, longer)) == len(plan(sentences, 76.0, WINDOW_S - 2 * PAD_S))
-    assert first_length([(1.0, 3.0), (3.5, 5.0)], 6.0) == FIRST_S
+    windows = plan(sentences, 76.0, WINDOW_S - 2 * PAD_S)
+    head, first, *rest = with_head(windows, sentences, 76.0)
+    assert rest == windows[1:]
+    assert (first.start, first.end) == (windows[0].start, windows[0].end)
+    assert head.start == first.start and head.end - head.start <= FIRST_S + 2 * PAD_S
+    # The first chunk's own words begin where the head ends, in the pause after its speech.
+    assert first.since == head.end and 5.5 < head.end < 6.0
+    assert head.seek < first.seek < rest[0].seek
+    # A first chunk no longer than a head is left alone; so is one whose first region is
+    # longer than a head.
+    short = plan([(1.0, 3.0), (3.5, 5.0)], 6.0)
+    assert with_head(short, [(1.0, 3.0), (3.5, 5.0)], 6.0) == short
+    reading = [(0.2, 14.1), (14.6, 24.0)]
+    assert with_head(plan(reading, 25.0, WINDOW_S), reading, 25.0) == plan(reading, 25.0, WINDOW_S)
+    assert with_head([], [], 6.0) == []
+
+
+def test_speech_in_the_head_is_not_unheard_by_the_chunk_decoded_again_after_it():
+    chunk = Chunk(0.0, 20.0, since=6.0)
+    regions = [(0.5, 5.5), (6.5, 12.0)]
+    assert unheard(chunk, [(6.6, 11.9)], regions) == []
 
 
 def test_speech_no_word_covers_is_decoded_again_with_what_its_words_follow():
