@@ -657,9 +657,14 @@ class _Handler(BaseHTTPRequestHandler):
         sent, counted = 0, False
         try:
             self._event(generation.chunk({"role": "assistant", "content": ""}))
-            for token in generation.tokens:
+            last = len(generation.tokens) - 1
+            for k, token in enumerate(generation.tokens):
                 if not fake._wait(fake._token_time()):
                     return
+                if k == last:
+                    # A client stops reading once its answer is whole, and may send its next
+                    # request before this thread runs again: it is out of flight by then.
+                    done()
                 # A client that hung up fails this write, and the model stops, as llama.cpp does.
                 self._event(generation.chunk({"content": token}))
                 sent += 1
