@@ -813,14 +813,14 @@ class Engine:
             at, total = _clock(checkpoint.at), _clock(checkpoint.info.duration)
             yield progress.event("transcribe", message=f"Resuming at {at} of {total}", notice=True)
             known = dataclasses.replace(options, language=checkpoint.info.language)
-            said = [word for segment in checkpoint.segments for word in segment.words]
+            last = next((s.words[-1] for s in reversed(checkpoint.segments) if s.words), None)
             _, decoded = transcriber.transcribe(
                 audio,
                 known,
                 stop,
                 resume_seek=checkpoint.seek,
                 heartbeat_s=_HEARTBEAT_S,
-                resume_after=said[-1] if said else None,
+                resume_after=last,
             )
             info, done = checkpoint.info, checkpoint.segments
         if journal is None:
