@@ -240,10 +240,11 @@ def _decode(
     stopped, as sequential decoding does: speech the VAD found that no decoded word covers
     (speech_chunks.unheard) is decoded again, once, as chunks of its own."""
     found: dict[int, list[RawSegment]] = {chunk.seek: [] for chunk in batch}
-    since = {chunk.seek: chunk.since for chunk in batch}
+    heads_end = {chunk.seek: chunk.since for chunk in batch}
     for raw in _decoded(pipeline, audio, job, language, batch):
         # A chunk decoded again after its head: the head's words are the head's.
-        own = raw if since[raw.seek] is None else _said_after(raw, since[raw.seek])
+        head_end = heads_end[raw.seek]
+        own = raw if head_end is None else _said_after(raw, head_end)
         if own:
             found[raw.seek].append(own)
     gaps = [
@@ -287,7 +288,7 @@ def _encoded_frames(chunks: list[speech_chunks.Chunk]) -> int:
     return min(_WINDOW_FRAMES, math.ceil(encoded * 100))
 
 
-_WINDOW_FRAMES = 3000
+_WINDOW_FRAMES = round(speech_chunks.WINDOW_S * 100)  # 10 ms each
 _QUIET_AFTER_S = 4.0
 _FEWEST_S = 10.0
 
