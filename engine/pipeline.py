@@ -317,15 +317,14 @@ class Engine:
         self._require_whisper(job)
         diarizer = yield from self._diarizer_for(job, progress)
         yield progress.event("decode", message="Reading the audio")
-        probed = media.probe(download.path)
         start, end = job.source.start, job.source.end
         if download.whole_s is None:
             # The whole media is here (see `_fetch`): only the range is decoded, and
             # transcribing it is the work that a part saves.
-            audio = media.decode_audio(download.path, SAMPLE_RATE, start=start, end=end)
+            probed, audio = media.probe_and_decode(download.path, SAMPLE_RATE, start=start, end=end)
             expected = _range_length(probed.audio_duration, start, end)
         else:  # only the range was fetched: the file is the range
-            audio = media.decode_audio(download.path, SAMPLE_RATE)
+            _, audio = media.probe_and_decode(download.path, SAMPLE_RATE)
             expected = _range_length(download.whole_s, start, end)
         timings["decode"] = time.monotonic() - mark
         duration = len(audio) / SAMPLE_RATE
