@@ -766,6 +766,7 @@ def _add_health_routes(
         settings.whisper_compute_type,
         settings.whisper_cpu_threads,
         settings.whisper_batch_size,
+        settings.whisper_model,
     )
 
     @app.get("/health")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
@@ -270,7 +271,7 @@ class Transcriber:
         batch_size: int = 0,
         stop: Stop = never,
     ) -> None:
-        self.setup = decoding_setup(device, compute_type, cpu_threads, batch_size)
+        self.setup = decoding_setup(device, compute_type, cpu_threads, batch_size, choice.name)
         self.name = choice.name
         self._load = Load(choice.path, *dataclasses.astuple(self.setup))
         self._worker: _Worker | None = None
@@ -360,12 +361,18 @@ class DecodingSetup:
 
 
 def decoding_setup(
-    device: str = "auto", compute_type: str = "auto", cpu_threads: int = 0, batch_size: int = 0
+    device: str = "auto",
+    compute_type: str = "auto",
+    cpu_threads: int = 0,
+    batch_size: int = 0,
+    model: str | None = None,
 ) -> DecodingSetup:
-    """The setup for these settings, each left at 0 / "auto" chosen for the machine."""
+    """The setup for these settings, each left at 0 / "auto" chosen for the machine; the
+    batch size also for `model` (a model name or folder; None: the largest)."""
     device, compute_type = pick_device(device, compute_type)
     threads = cpu_threads or (_cores() if device == "cpu" else 0)
-    return DecodingSetup(device, compute_type, threads, batch_size or _batch_size(device))
+    batch_size = batch_size or default_batch_size(device, model, free_memory_mb())
+    return DecodingSetup(device, compute_type, threads, batch_size)
 
 
 def _cores() -> int:
@@ -374,11 +381,56 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _batch_size(device: str) -> int:
+def default_batch_size(device: str, model: str | None, free_mb: float | None) -> int:
     """Chunks decoded at once: on a GPU as many as fit comfortably; on a CPU a few, which
     is where batching stops paying (measured in bench/asr_overhead.py) and keeps the work
-    a crash can lose to one batch."""
-    return 16 if device == "cuda" else 4
+    a crash can lose to one batch; fewer where the memory free would not hold them and the
+    model (a batch of 4 of large-v3 takes a gigabyte more than one chunk alone)."""
+    if device == "cuda":
+        return 16
+    if free_mb is None:
+        return 4
+    heads, weights_mb = _model_size(model)
+    room = free_mb - weights_mb - _RESERVE_MB
+    return max(1, min(4, int(room // (heads * _CHUNK_MB_PER_HEAD))))
+
+
+# A chunk's encoding on a CPU takes 12 MB a head of attention, the 1500 x 1500 scores of
+# each (measured: tiny.en 73 MB, base 98 MB); the rest of a job (audio, VAD) takes its share.
+_CHUNK_MB_PER_HEAD = 12.5
+_RESERVE_MB = 512
+# Attention heads and int8 weights (MB) by the size in a model's name, the turbo before the
+# large it is a kind of; a name that says none is taken for the largest.
+_MODEL_SIZES = {
+    "tiny": (6, 40),
+    "base": (8, 75),
+    "small": (12, 245),
+    "medium": (16, 770),
+    "turbo": (20, 810),
+    "large": (20, 1550),
+}
+
+
+def _model_size(model: str | None) -> tuple[int, int]:
+    name = (model or "").lower()
+    return next((size for key, size in _MODEL_SIZES.items() if key in name), (20, 1550))
+
+
+def free_memory_mb() -> float | None:
+    """The memory this process's job may still take: what the system has available, or
+    less where a container's limit (cgroup v2) leaves less; None where neither can be read."""
+    free: list[float] = []
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free.append(int(line.split()[1]) / 1024)
+    with contextlib.suppress(OSError, ValueError):
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            used = int((cgroup / "memory.current").read_text())
+            free.append((int(limit) - used) / 2**20)
+    return min(free) if free else None
 
 
 class _Worker:

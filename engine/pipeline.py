@@ -194,6 +194,7 @@ class Engine:
                 self.options.compute_type,
                 self.options.cpu_threads,
                 self.options.batch_size,
+                self.options.whisper_model,
             ).describe(),
             model=self.options.whisper_model,
         )

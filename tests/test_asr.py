@@ -5,7 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.asr import SIZE_NAMES, resolve_model
+from engine.asr import (
+    SIZE_NAMES,
+    decoding_setup,
+    default_batch_size,
+    free_memory_mb,
+    resolve_model,
+)
 from engine.protocol import SubtideError
 
 
@@ -80,3 +86,31 @@ def test_the_size_names_the_command_line_checks_are_faster_whispers_own():
     from faster_whisper.utils import available_models
 
     assert list(SIZE_NAMES) == available_models()
+
+
+@pytest.mark.parametrize(
+    ("device", "model", "free_mb", "batch"),
+    [
+        ("cpu", "bundled:base", 20_000, 4),  # the measured best on a CPU
+        ("cpu", "bundled:base", 900, 3),  # 900 - 75 weights - 512 kept back: 3 chunks of 100
+        ("cpu", "bundled:base", 300, 1),  # never none: one chunk is the least that decodes
+        ("cpu", "large-v3", 2_500, 1),  # 1.5 GB of weights, 250 MB a chunk
+        ("cpu", "/models/faster-whisper-large-v3-turbo", 2_500, 4),  # turbo: half the weights
+        ("cpu", "/models/my-finetune", 2_500, 1),  # a name that says no size: the largest
+        ("cpu", "bundled:tiny.en", None, 4),  # memory that can't be read: the usual size
+        ("cuda", "large-v3", 2_500, 16),
+    ],
+)
+def test_a_cpu_batch_is_no_larger_than_the_free_memory_holds(device, model, free_mb, batch):
+    assert default_batch_size(device, model, free_mb) == batch
+
+
+def test_the_free_memory_is_read_from_this_machine():
+    free = free_memory_mb()
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    assert free is not None and 0 < free <= total
+
+
+def test_a_batch_size_asked_for_is_the_one_used():
+    assert decoding_setup("cpu", batch_size=7, model="large-v3").batch_size == 7
+    assert decoding_setup("cpu", model="bundled:base").describe().endswith("batches of 4")
