@@ -384,36 +384,35 @@ def _cores() -> int:
 def default_batch_size(device: str, model: str | None, free_mb: float | None) -> int:
     """Chunks decoded at once: on a GPU as many as fit comfortably; on a CPU a few, which
     is where batching stops paying (measured in bench/asr_overhead.py) and keeps the work
-    a crash can lose to one batch; fewer where the memory free would not hold them and the
-    model (a batch of 4 of large-v3 takes a gigabyte more than one chunk alone)."""
+    a crash can lose to one batch; fewer where the memory free would not hold them beside
+    the model."""
     if device == "cuda":
         return 16
     if free_mb is None:
         return 4
-    heads, weights_mb = _model_size(model)
-    room = free_mb - weights_mb - _RESERVE_MB
-    return max(1, min(4, int(room // (heads * _CHUNK_MB_PER_HEAD))))
+    fixed_mb, chunk_mb = _model_memory(model)
+    return max(1, min(4, int((free_mb - fixed_mb - _RESERVE_MB) // chunk_mb)))
 
 
-# A chunk's encoding on a CPU takes 12 MB a head of attention, the 1500 x 1500 scores of
-# each (measured: tiny.en 73 MB, base 98 MB); the rest of a job (audio, VAD) takes its share.
-_CHUNK_MB_PER_HEAD = 12.5
-_RESERVE_MB = 512
-# Attention heads and int8 weights (MB) by the size in a model's name, the turbo before the
-# large it is a kind of; a name that says none is taken for the largest.
-_MODEL_SIZES = {
-    "tiny": (6, 40),
-    "base": (8, 75),
-    "small": (12, 245),
-    "medium": (16, 770),
-    "turbo": (20, 810),
-    "large": (20, 1550),
+# What a model takes on a CPU, in MB, by the size in its name (the turbo before the large it
+# is a kind of; a name that says none is taken for the largest): its int8 weights and one
+# chunk's encoding (its attention scores: chunks are encoded one at a time), and each chunk
+# of a batch in the beam search. Measured for tiny.en and base (a chunk: 76 and 61 MB);
+# the others' chunks scaled from base by their decoders' layers times width.
+_MODEL_MEMORY_MB = {
+    "tiny": (115, 80),
+    "base": (175, 80),
+    "small": (395, 180),
+    "medium": (970, 490),
+    "turbo": (1060, 100),
+    "large": (1800, 810),
 }
+_RESERVE_MB = 512  # the rest of a job: its audio, the VAD, the cues
 
 
-def _model_size(model: str | None) -> tuple[int, int]:
+def _model_memory(model: str | None) -> tuple[int, int]:
     name = (model or "").lower()
-    return next((size for key, size in _MODEL_SIZES.items() if key in name), (20, 1550))
+    return next((mb for key, mb in _MODEL_MEMORY_MB.items() if key in name), (1800, 810))
 
 
 def free_memory_mb() -> float | None:
