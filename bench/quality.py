@@ -24,8 +24,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import wave
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,12 +38,10 @@ from tests.support import real_speech  # noqa: E402
 from tests.support.onsets import shown  # noqa: E402
 from tests.support.synth import (  # noqa: E402
     DIALOGUE_EN,
-    SAMPLE_RATE,
     Clip,
-    atomic_write,
     fixture_dir,
+    shifted,
     synthesize,
-    wav_bytes,
 )
 from tests.support.wer import wer  # noqa: E402
 
@@ -80,18 +76,6 @@ def raw_cues(model: object, clip: Clip) -> list[Cue]:
         for w in segment.words or ()
     ]
     return build_cues(words, Style(), info.language)
-
-
-def shifted(clip: Clip, shift_s: float, folder: Path) -> Clip:
-    """The clip after `shift_s` of silence, its sentences as much later."""
-    if not shift_s:
-        return clip
-    with wave.open(str(clip.wav), "rb") as reader:
-        pcm = reader.readframes(reader.getnframes())
-    wav = folder / f"{clip.wav.stem}+{shift_s * 1000:.0f}ms.wav"
-    atomic_write(wav, wav_bytes(bytes(2 * round(shift_s * SAMPLE_RATE)) + pcm))
-    later = tuple(replace(s, start=s.start + shift_s, end=s.end + shift_s) for s in clip.sentences)
-    return Clip(wav, later, clip.duration + shift_s)
 
 
 def row(model: str, kind: str, name: str, decoder: str, runs: list[tuple[Clip, list[Cue]]]) -> str:

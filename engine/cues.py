@@ -21,8 +21,9 @@ _CJK_LANGUAGES = frozenset({"zh", "ja", "yue", "ko"})
 # Korean puts spaces between words; these scripts do not.
 _UNSPACED_LANGUAGES = frozenset({"zh", "ja", "yue"})
 
-# Silence that ends a sentence even when the transcript has no punctuation there.
-_SENTENCE_PAUSE_S = 1.5
+# Silence that ends a sentence even when the transcript has no punctuation there (Whisper drops
+# full stops): a cue held across a longer one shows the words after it that long too early.
+_SENTENCE_PAUSE_S = 1.0
 # An unfinished sentence this many times max_duration long is emitted anyway, so a speaker who
 # never pauses or punctuates still gets subtitles with bounded delay.
 _LONG_RUN_FACTOR = 2.0

@@ -3,8 +3,9 @@
 Whisper's word timestamps drift into the silence around speech, most at the start of a segment
 (often by 0.3-0.9 s). Silero VAD, run with a short minimum silence, finds speech edges to within
 a few tens of milliseconds, so a word edge that falls in silence is moved to the nearest speech
-edge — no further than `max_shift`, so a VAD miss can't move a word far. A word stretched over a
-whole pause (Whisper does this to the first word after one) is moved to one side of it.
+edge — no further than `max_shift` unless the edge is inside the word's own span, so a VAD
+miss can't move a word far. A word stretched over a whole pause (Whisper does this to the first
+word after one) is moved to one side of it.
 
 A pause between two sentences can be far shorter than the VAD's minimum silence (a reader's
 tenth of a second), and then Whisper may start the new sentence's first word inside the last
@@ -64,12 +65,14 @@ class SpeechSnapper:
 
     def snap(self, words: Sequence[Word]) -> list[Word]:
         snapped = []
-        for k, word in enumerate(words):
+        for k, aligned in enumerate(words):
             opens_sentence = k == 0 or words[k - 1].text.rstrip().endswith(_SENTENCE_END)
-            if self._regions:
-                word = self._snap_word(word, opens_sentence)
+            word = self._snap_word(aligned, opens_sentence) if self._regions else aligned
             if self._audio is not None and self._after_a_break():
-                word = self._to_onset(word, self._audio)
+                word = self._to_onset(word, self._audio, aligned.end)
+            elif (onset := self._unclaimed_onset(word)) is not None:
+                # Voice no word claims, after a pause the VAD heard: Whisper began the word late.
+                word = word.model_copy(update={"start": round(onset, 3)})
             snapped.append(word)
             self._previous = word
         return snapped
@@ -84,15 +87,18 @@ class SpeechSnapper:
             or previous.text.rstrip().endswith(_CLAUSE_END)
         )
 
-    def _to_onset(self, word: Word, audio: np.ndarray) -> Word:
+    def _to_onset(self, word: Word, audio: np.ndarray, aligned_end: float) -> Word:
         """The word started where the voice resumes after a pause (by energy) between the
         middle of the word before (or half a second before its own start) and its end. A pause
-        whose end the VAD calls silence is music or noise, not one. Where Whisper stretched
-        the word over pauses, the voice is after the last of them. Where voice that no word
-        claims comes between the word before and Whisper's start, Whisper aligned the word
-        late: it began where the VAD heard that voice begin. Otherwise after the last pause
-        that begins before Whisper's start: a pause after it lies in the word's own voice, or
-        after it (a reader pauses inside sentences too)."""
+        whose end the VAD calls silence is music or noise, not one. Where voice that no word
+        claims comes between the word before and Whisper's start, Whisper aligned the word late
+        (or dropped a word spoken there, "five five" written "5"): it began where the VAD heard
+        that voice begin. Otherwise, where Whisper stretched the word over pauses, the voice is
+        after the last of them; else after the last pause that begins before Whisper's start: a
+        pause after it lies in the word's own voice, or after it (a reader pauses inside
+        sentences too). A word is stretched over pauses before Whisper's own end for it
+        (`aligned_end`) only: one moved wholly out of silence keeps its length, but no pause in
+        that made-up span is its own."""
         previous = self._previous
         earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
         found = [
@@ -100,10 +106,11 @@ class SpeechSnapper:
             for quiet, resumes in pauses(audio, max(earliest, 0.0), word.end - _SHORTEST_WORD_S)
             if self._near_speech(resumes)
         ]
-        stretched = [r for q, r in found if q > word.start and r <= word.end - _VOICED_AFTER_S]
+        voiced_until = min(word.end, aligned_end) - _VOICED_AFTER_S
+        stretched = [r for q, r in found if q > word.start and r <= voiced_until]
         before = [resumes for quiet, resumes in found if quiet <= word.start]
         unclaimed = self._unclaimed_onset(word)
-        candidates = stretched or ([unclaimed] if unclaimed is not None else before)
+        candidates = [unclaimed] if unclaimed is not None else stretched or before
         if not candidates:
             return word
         return word.model_copy(update={"start": round(candidates[-1], 3)})
@@ -131,7 +138,10 @@ class SpeechSnapper:
         start, end = self._after_speech(start, end, opens_sentence)
         if not self._in_speech(start):
             onset = self._next_onset(start)
-            if onset is not None and onset - start <= self.max_shift:
+            # However far, an onset inside the word's own span is where its voice begins.
+            if onset is not None and (
+                onset - start <= self.max_shift or onset <= end - _SHORTEST_WORD_S
+            ):
                 start = onset
         if not self._in_speech(end):
             offset = self._previous_offset(end)
@@ -211,6 +221,8 @@ _MIN_QUIET_S = 0.08
 # must be this far apart for a pause to be told from speech (loud music under it: no).
 _CONTEXT_S = 1.0
 _MIN_CONTRAST_DB = 12.0
+# Below this a frame is digital silence; 16-bit audio's own noise floor is near -100 dB.
+_DIGITAL_SILENCE_DB = -80.0
 # Quiet: within this fraction of the way from the quiet level to the voice's.
 _QUIET_FRACTION = 0.3
 
@@ -233,7 +245,11 @@ def pauses(
     level = 10 * np.log10(power + 1e-10)
     # A click or a single loud frame is not voice: each frame takes its neighbours' median.
     level = np.median(np.stack([level[:-2], level[1:-1], level[2:]]), axis=0)
-    quiet_db, voice_db = np.percentile(level, [5, 95])
+    # Digital silence (a file's lead-in of zeros) is quiet, but not the level of the room.
+    audible = level[level > _DIGITAL_SILENCE_DB]
+    if len(audible) < 3:
+        return []
+    quiet_db, voice_db = np.percentile(audible, [5, 95])
     if voice_db - quiet_db < _MIN_CONTRAST_DB:
         return []
     quiet = level < quiet_db + _QUIET_FRACTION * (voice_db - quiet_db)

@@ -39,6 +39,21 @@ def test_words_far_from_any_speech_are_left_alone():
     assert SpeechSnapper([]).snap([lonely]) == [lonely]
 
 
+def test_a_word_stretched_far_over_silence_starts_where_its_voice_does():
+    # Whisper began "eight" just after "five" and stretched it over a pause longer than
+    # max_shift: the onset inside the word's own span is still where it is spoken.
+    snapper = SpeechSnapper([(0.5, 2.0), (3.5, 5.0)], max_shift=1.0)
+    [_, eight] = snapper.snap([w("five", 1.5, 2.0), w("eight", 2.1, 3.7)])
+    assert (eight.start, eight.end) == (3.5, 3.7)
+
+
+def test_a_word_aligned_after_voice_no_word_claims_starts_with_it_mid_sentence_too():
+    # tiny.en wrote "7 of clubs 5, 5" with no full stop, and began the first "5" 0.4 s into
+    # the voice the VAD heard begin after "clubs".
+    [_, five] = SpeechSnapper(REGIONS).snap([w("clubs", 2.0, 2.8), w("5,", 4.0, 4.3)])
+    assert (five.start, five.end) == (3.6, 4.3)
+
+
 def test_a_word_wholly_in_silence_keeps_its_length_at_the_next_onset():
     [moved] = SpeechSnapper(REGIONS).snap([w("so", 3.0, 3.2)])
     assert moved.start == 3.6 and moved.end == pytest.approx(3.8)
@@ -123,3 +138,41 @@ def test_an_opening_word_aligned_after_voice_no_word_claims_starts_with_that_voi
     snapper.snap([w("clubs,", before.end - 0.3, before.end + 0.06)])
     [opening] = snapper.snap([w("4", sentence.start + 0.7, sentence.start + 0.74)])
     assert 0.0 <= opening.start - sentence.start <= 0.15
+
+
+def test_an_opening_word_over_a_dropped_word_starts_with_the_first_voice(real_clips):
+    # base wrote "five five" as one "5" from the middle of the first "five" to the end of the
+    # second: the word holds a pause, but the voice before it is no earlier word's either.
+    clip = real_clips["cards_noise"]
+    before, sentence = clip.sentences[2], clip.sentences[3]
+    snapper = snapper_on(clip)
+    snapper.snap([w("clubs.", before.end - 0.3, before.end - 0.2)])
+    [opening] = snapper.snap([w("5", sentence.start + 0.3, sentence.end + 0.2)])
+    assert 0.0 <= opening.start - sentence.start <= 0.15
+
+
+def lead_in(clip, seconds: float) -> tuple[np.ndarray, float]:
+    """The clip's audio after `seconds` of digital silence, and its first sentence's onset."""
+    from engine.media import decode_audio
+
+    zeros = np.zeros(round(seconds * 16000), dtype=np.float32)
+    return np.concatenate([zeros, decode_audio(clip.wav)]), clip.sentences[0].start + seconds
+
+
+def test_a_lead_in_of_digital_silence_does_not_make_music_the_voice(real_clips):
+    # Music from the recording's first sample, the voice from 0.25 s: zeros before the music
+    # are quieter than any room, and the music is the quiet level the voice rises from.
+    audio, onset = lead_in(real_clips["librivox_music"], 0.067)
+    resumed = [resumes for _, resumes in pauses(audio, 0.0, onset + 0.1)]
+    assert resumed and resumed[-1] == pytest.approx(onset, abs=0.05)
+
+
+def test_a_word_moved_out_of_silence_is_not_stretched_over_its_made_up_span(real_clips):
+    # The VAD heard the voice 0.13 s late (its windows fell so), and Whisper put "And" wholly
+    # before that: moved there with its length kept, it spans the dip before "Mr.", which is
+    # no pause it was stretched over.
+    audio, onset = lead_in(real_clips["librivox_music"], 0.04)
+    heard = onset + 0.13
+    snapper = SpeechSnapper([(heard, onset + 6.0)], audio=audio)
+    [first] = snapper.snap([w("And", 0.02, onset + 0.09)])
+    assert first.start == pytest.approx(heard)

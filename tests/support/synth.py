@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import wave
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 SAMPLE_RATE = 16000
@@ -123,6 +123,18 @@ def synthesize(
     # The sidecar is written last: its presence means the wav beside it is complete.
     atomic_write(sidecar, json.dumps(_clip_record(clip, key), indent=1).encode())
     return clip
+
+
+def shifted(clip: Clip, shift_s: float, folder: Path) -> Clip:
+    """The clip after `shift_s` of digital silence (zeros), its sentences as much later."""
+    if not shift_s:
+        return clip
+    with wave.open(str(clip.wav), "rb") as reader:
+        pcm = reader.readframes(reader.getnframes())
+    wav = folder / f"{clip.wav.stem}+{shift_s * 1000:.0f}ms.wav"
+    atomic_write(wav, wav_bytes(bytes(2 * round(shift_s * SAMPLE_RATE)) + pcm))
+    later = tuple(replace(s, start=s.start + shift_s, end=s.end + shift_s) for s in clip.sentences)
+    return Clip(wav, later, clip.duration + shift_s)
 
 
 def to_mp4(wav: Path, out: Path, *, with_audio: bool = True) -> Path:
