@@ -412,7 +412,8 @@ _RESERVE_MB = 512  # the rest of a job: its audio, the VAD, the cues
 
 def _model_memory(model: str | None) -> tuple[int, int]:
     name = (model or "").lower()
-    return next((mb for key, mb in _MODEL_MEMORY_MB.items() if key in name), (1800, 810))
+    largest = _MODEL_MEMORY_MB["large"]
+    return next((mb for key, mb in _MODEL_MEMORY_MB.items() if key in name), largest)
 
 
 def free_memory_mb() -> float | None:

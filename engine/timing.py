@@ -68,11 +68,12 @@ class SpeechSnapper:
         for k, aligned in enumerate(words):
             opens_sentence = k == 0 or words[k - 1].text.rstrip().endswith(_SENTENCE_END)
             word = self._snap_word(aligned, opens_sentence) if self._regions else aligned
-            if self._audio is not None and self._after_a_break():
-                word = self._to_onset(word, self._audio, aligned.end)
-            elif (onset := self._unclaimed_onset(word)) is not None:
-                # Voice no word claims, after a pause the VAD heard: Whisper began the word late.
+            if (onset := self._unclaimed_onset(word)) is not None:
+                # Voice no word claims, after a pause the VAD heard: Whisper began the word
+                # late, or dropped a word spoken there ("five five" written "5").
                 word = word.model_copy(update={"start": round(onset, 3)})
+            elif self._audio is not None and self._after_a_break():
+                word = self._to_onset(word, self._audio, aligned.end)
             snapped.append(word)
             self._previous = word
         return snapped
@@ -90,15 +91,12 @@ class SpeechSnapper:
     def _to_onset(self, word: Word, audio: np.ndarray, aligned_end: float) -> Word:
         """The word started where the voice resumes after a pause (by energy) between the
         middle of the word before (or half a second before its own start) and its end. A pause
-        whose end the VAD calls silence is music or noise, not one. Where voice that no word
-        claims comes between the word before and Whisper's start, Whisper aligned the word late
-        (or dropped a word spoken there, "five five" written "5"): it began where the VAD heard
-        that voice begin. Otherwise, where Whisper stretched the word over pauses, the voice is
-        after the last of them; else after the last pause that begins before Whisper's start: a
-        pause after it lies in the word's own voice, or after it (a reader pauses inside
-        sentences too). A word is stretched over pauses before Whisper's own end for it
-        (`aligned_end`) only: one moved wholly out of silence keeps its length, but no pause in
-        that made-up span is its own."""
+        whose end the VAD calls silence is music or noise, not one. Where Whisper stretched the
+        word over pauses, the voice is after the last of them; else after the last pause that
+        begins before Whisper's start: a pause after it lies in the word's own voice, or after
+        it (a reader pauses inside sentences too). A word is stretched over pauses before
+        Whisper's own end for it (`aligned_end`) only: one moved wholly out of silence keeps
+        its length, but no pause in that made-up span is its own."""
         previous = self._previous
         earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
         found = [
@@ -109,8 +107,7 @@ class SpeechSnapper:
         voiced_until = min(word.end, aligned_end) - _VOICED_AFTER_S
         stretched = [r for q, r in found if q > word.start and r <= voiced_until]
         before = [resumes for quiet, resumes in found if quiet <= word.start]
-        unclaimed = self._unclaimed_onset(word)
-        candidates = [unclaimed] if unclaimed is not None else stretched or before
+        candidates = stretched or before
         if not candidates:
             return word
         return word.model_copy(update={"start": round(candidates[-1], 3)})
