@@ -371,7 +371,9 @@ def decoding_setup(
     batch size also for `model` (a model name or folder; None: the largest)."""
     device, compute_type = pick_device(device, compute_type)
     threads = cpu_threads or (_cores() if device == "cpu" else 0)
-    batch_size = batch_size or default_batch_size(device, model, free_memory_mb())
+    if not batch_size:
+        free = free_gpu_memory_mb() if device == "cuda" else free_memory_mb()
+        batch_size = default_batch_size(device, model, free)
     return DecodingSetup(device, compute_type, threads, batch_size)
 
 
@@ -382,16 +384,16 @@ def _cores() -> int:
 
 
 def default_batch_size(device: str, model: str | None, free_mb: float | None) -> int:
-    """Chunks decoded at once: on a GPU as many as fit comfortably; on a CPU a few, which
-    is where batching stops paying (measured in bench/asr_overhead.py) and keeps the work
-    a crash can lose to one batch; fewer where the memory free would not hold them beside
-    the model."""
-    if device == "cuda":
-        return 16
+    """Chunks decoded at once: on a CPU up to 4, where batching stops paying (measured in
+    bench/asr_overhead.py) and keeps the work a crash can lose to one batch, on a GPU up to
+    16; fewer where the device's free memory would not hold them beside the model."""
+    most = 16 if device == "cuda" else 4
     if free_mb is None:
-        return 4
-    fixed_mb, chunk_mb = _model_memory(model)
-    return max(1, min(4, int((free_mb - fixed_mb - _RESERVE_MB) // chunk_mb)))
+        return most
+    table = _GPU_MEMORY_MB if device == "cuda" else _CPU_MEMORY_MB
+    fixed_mb, chunk_mb = _model_memory(table, model)
+    reserve_mb = _GPU_RESERVE_MB if device == "cuda" else _RESERVE_MB
+    return max(1, min(most, int((free_mb - fixed_mb - reserve_mb) // chunk_mb)))
 
 
 # What a model takes on a CPU, in MB, by the size in its name (the turbo before the large it
@@ -399,7 +401,7 @@ def default_batch_size(device: str, model: str | None, free_mb: float | None) ->
 # chunk's encoding (its attention scores: chunks are encoded one at a time), and each chunk
 # of a batch in the beam search. Measured for tiny.en and base (a chunk: 76 and 61 MB);
 # the others' chunks scaled from base by their decoders' layers times width.
-_MODEL_MEMORY_MB = {
+_CPU_MEMORY_MB = {
     "tiny": (115, 80),
     "base": (175, 80),
     "small": (395, 180),
@@ -408,12 +410,40 @@ _MODEL_MEMORY_MB = {
     "large": (1800, 810),
 }
 _RESERVE_MB = 512  # the rest of a job: its audio, the VAD, the cues
+# The same on a GPU in float16: its weights at two bytes a parameter, and a chunk's share of
+# a batch: the CPU's beam search halved (two bytes a value, not four) and the encoder's
+# attention scores, 6.25 MB a head (a GPU encodes the whole batch at once). Derived, not
+# measured: bench/gpu.sh prints the peak to check them by, and a batch the GPU has no room
+# for is decoded in halves (engine/asr_worker.py).
+_GPU_MEMORY_MB = {
+    "tiny": (80, 80),
+    "base": (150, 90),
+    "small": (490, 165),
+    "medium": (1540, 345),
+    "turbo": (1620, 175),
+    "large": (3100, 530),
+}
+_GPU_RESERVE_MB = 1024  # CUDA's context and its libraries' workspaces
 
 
-def _model_memory(model: str | None) -> tuple[int, int]:
+def _model_memory(table: dict[str, tuple[int, int]], model: str | None) -> tuple[int, int]:
     name = (model or "").lower()
-    largest = _MODEL_MEMORY_MB["large"]
-    return next((mb for key, mb in _MODEL_MEMORY_MB.items() if key in name), largest)
+    return next((mb for key, mb in table.items() if key in name), table["large"])
+
+
+def free_gpu_memory_mb() -> float | None:
+    """The free memory of the GPU CTranslate2 runs on (the first that CUDA_VISIBLE_DEVICES
+    shows), as the driver's nvidia-smi reports it; None where that can't be asked. Asked of
+    nvidia-smi, not of CUDA: a CUDA context here would hold GPU memory for the whole run."""
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip() or "0"
+    query = ["--query-gpu=memory.free", "--format=csv,noheader,nounits", "-i", gpu]
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", *query], capture_output=True, text=True, timeout=10, check=True
+        )
+        return float(done.stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
 
 
 def free_memory_mb() -> float | None:
@@ -498,7 +528,8 @@ class _Worker:
                 f"Could not load Whisper model {self._name}: {reply[1]}",
                 hint="Check the model folder, or try device 'cpu' / model 'bundled'.",
             )
-        self.busy = reply[0] not in ("end", "failed")
+        if reply[0] in ("end", "failed"):
+            self.busy = False
         if reply[0] == "failed":
             raise SubtideError("internal", f"Transcription failed: {reply[1]}", RETRY_HINT)
         return reply

@@ -97,7 +97,7 @@ def main(requests: Connection, replies: Connection) -> None:
     try:
         model = _model(load)
     except (RuntimeError, ValueError, OSError) as exc:
-        replies.send(("error", str(exc).splitlines()[0][:200] if str(exc) else repr(exc)))
+        replies.send(("error", _first_line(exc)))
         return
     replies.send(("ready",))
     # EOFError, BrokenPipeError: the parent closed its end or went away; nobody waits.
@@ -105,6 +105,15 @@ def main(requests: Connection, replies: Connection) -> None:
         while True:
             job: Job = requests.recv()
             _transcribe(model, load, job, requests.recv_bytes(), replies)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else repr(exc)
+
+
+_OUT_OF_MEMORY = (
+    "the device ran out of memory; a smaller model, or closing other programs, would leave it room"
+)
 
 
 def _model(load: Load) -> Any:
@@ -119,6 +128,7 @@ def _model(load: Load) -> Any:
 
         kept: tuple[np.ndarray, Any] | None = None
         joined: np.ndarray | None = None
+        fits: int | None = None  # the most chunks at once, once a batch had no room
         # How many of a window's frames are encoded: the encoder takes fewer than the
         # window's 3000, and its time goes with how many (see _encoded_frames).
         frames = _WINDOW_FRAMES
@@ -175,9 +185,9 @@ def _transcribe(pipeline: Any, load: Load, job: Job, data: bytes, replies: Conne
         else:
             batches = _batches(chunks, load.batch_size, first_alone=True)
         _decode_batches(pipeline, audio, job, language, batches, regions, replies, duration)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError, MemoryError) as exc:
         log.exception("transcription failed")
-        replies.send(("failed", str(exc).splitlines()[0][:200] if str(exc) else repr(exc)))
+        replies.send(("failed", _OUT_OF_MEMORY if _out_of_memory(exc) else _first_line(exc)))
         return
     replies.send(("end",))
 
@@ -252,7 +262,7 @@ def _decode(
     (speech_chunks.unheard) is decoded again, once, as chunks of its own."""
     found: dict[int, list[RawSegment]] = {chunk.seek: [] for chunk in batch}
     heads_end = {chunk.seek: chunk.since for chunk in batch}
-    for raw in _decoded(pipeline, audio, job, language, batch):
+    for raw in _decoded_in_room(pipeline, audio, job, language, batch):
         # A chunk decoded again after its head: the head's words are the head's.
         head_end = heads_end[raw.seek]
         own = raw if head_end is None else _said_after(raw, head_end)
@@ -267,11 +277,43 @@ def _decode(
     # No more at a time than the batch: its size is what the memory allows.
     for k in range(0, len(gaps), len(batch)):
         again = [gap for gap, _, _ in gaps[k : k + len(batch)]]
-        for raw in _decoded(pipeline, audio, job, language, again):
+        for raw in _decoded_in_room(pipeline, audio, job, language, again):
             seek, since = parent[raw.seek]
             if new := _said_after(raw, since):
                 found[seek] = _inserted(found[seek], new._replace(seek=seek))
     return [segment for chunk in batch for segment in found[chunk.seek]]
+
+
+def _decoded_in_room(
+    pipeline: Any, audio: Samples, job: Job, language: str, chunks: list[speech_chunks.Chunk]
+) -> list[RawSegment]:
+    """`_decoded`, in as many goes as the device's memory needs: the batch size is an
+    estimate, and a GPU says when it has no room (a CPU's allocator, under a limit on the
+    address space, too). A batch that had none is decoded in halves, and later ones (this
+    job's and the next's: the model's memory stays taken) no more chunks at a time than fitted."""
+    size = min(len(chunks), pipeline.model.fits or len(chunks))
+    segments: list[RawSegment] = []
+    for k in range(0, len(chunks), size):
+        part = chunks[k : k + size]
+        try:
+            segments += list(_decoded(pipeline, audio, job, language, part))
+            continue
+        except (MemoryError, RuntimeError) as exc:
+            if len(part) == 1 or not _out_of_memory(exc):
+                raise
+            log.warning("no room for %d chunks at once, trying %d", len(part), len(part) // 2)
+        # Outside the handler: its traceback holds the failed batch's buffers.
+        pipeline.model.fits = len(part) // 2
+        _trim()
+        segments += _decoded_in_room(pipeline, audio, job, language, part)
+    return segments
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # CTranslate2 says "CUDA failed with error out of memory" on a GPU, "mkl_malloc: failed
+    # to allocate memory" on a CPU; numpy raises MemoryError.
+    text = str(exc)
+    return isinstance(exc, MemoryError) or "out of memory" in text or "failed to allocate" in text
 
 
 def _decoded(

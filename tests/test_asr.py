@@ -9,6 +9,7 @@ from engine.asr import (
     SIZE_NAMES,
     decoding_setup,
     default_batch_size,
+    free_gpu_memory_mb,
     free_memory_mb,
     resolve_model,
 )
@@ -98,10 +99,14 @@ def test_the_size_names_the_command_line_checks_are_faster_whispers_own():
         ("cpu", "/models/faster-whisper-large-v3-turbo", 2_500, 4),  # turbo: a small decoder
         ("cpu", "/models/my-finetune", 5_000, 3),  # a name that says no size: the largest
         ("cpu", "bundled:tiny.en", None, 4),  # memory that can't be read: the usual size
-        ("cuda", "large-v3", 2_500, 16),
+        ("cuda", "large-v3", 24_000, 16),  # the most on a GPU
+        ("cuda", "large-v3", 8_000, 7),  # 8000 - 3100 for the weights - 1024 kept: 530 a chunk
+        ("cuda", "large-v3", 4_500, 1),
+        ("cuda", "bundled:base", 4_000, 16),
+        ("cuda", "large-v3", None, 16),  # a GPU whose memory can't be read
     ],
 )
-def test_a_cpu_batch_is_no_larger_than_the_free_memory_holds(device, model, free_mb, batch):
+def test_a_batch_is_no_larger_than_the_free_memory_holds(device, model, free_mb, batch):
     assert default_batch_size(device, model, free_mb) == batch
 
 
@@ -109,6 +114,37 @@ def test_the_free_memory_is_read_from_this_machine():
     free = free_memory_mb()
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
     assert free is not None and 0 < free <= total
+
+
+def test_a_gpus_free_memory_is_asked_of_its_driver(tmp_path, monkeypatch):
+    """nvidia-smi (the driver's tool; a stand-in here that answers as it does) is asked for
+    the GPU CUDA shows first, and the GPU batch fits what it says is free."""
+    asked = tmp_path / "asked"
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f'#!/bin/sh\necho "$@" > {asked}\necho 8000\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+
+    assert free_gpu_memory_mb() == 8000
+    assert asked.read_text().split() == [
+        "--query-gpu=memory.free",
+        "--format=csv,noheader,nounits",
+        "-i",
+        "2",
+    ]
+    assert decoding_setup("cuda", model="large-v3").batch_size == 7
+
+
+def test_a_gpu_whose_memory_cant_be_read_gets_the_usual_batch(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'No devices were found'\nexit 6\n")  # as the driver says
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert free_gpu_memory_mb() is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert free_gpu_memory_mb() is None
+    assert decoding_setup("cuda", model="large-v3").batch_size == 16
 
 
 def test_a_batch_size_asked_for_is_the_one_used():
