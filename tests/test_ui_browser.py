@@ -452,10 +452,16 @@ def upload(page, path: Path) -> None:
     """Drops the file as a user would, and again if it did not take: Gradio may re-render the
     upload box just after another event (the link box cleared), and a file given to the old
     input is lost, as a user's drop would be. Each wait is a hang guard (idle: under 1 s)."""
+    empty = page.locator("#upload input[type=file]")
+    taken = page.locator(f"#upload :text('{path.name}')")
     for attempt in range(3):
-        page.locator("#upload input[type=file]").set_input_files(str(path))
+        # A drop that took after the wait below gave up leaves no input to drop on again.
+        empty.or_(taken).first.wait_for(state="attached")
+        if taken.count():
+            return
+        empty.set_input_files(str(path))
         try:
-            page.wait_for_selector(f"#upload :text('{path.name}')", timeout=20_000)
+            taken.first.wait_for(timeout=20_000)
             return
         except PlaywrightTimeout:
             if attempt == 2:
