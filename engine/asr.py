@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 from engine.asr_worker import SAMPLE_RATE, Job, Load, RawSegment
 from engine.protocol import RETRY_HINT, SubtideError, Word
@@ -387,48 +387,59 @@ def default_batch_size(device: str, model: str | None, free_mb: float | None) ->
     """Chunks decoded at once: on a CPU up to 4, where batching stops paying (measured in
     bench/asr_overhead.py) and keeps the work a crash can lose to one batch, on a GPU up to
     16; fewer where the device's free memory would not hold them beside the model."""
-    most = 16 if device == "cuda" else 4
+    memory = _GPU if device == "cuda" else _CPU
     if free_mb is None:
-        return most
-    table = _GPU_MEMORY_MB if device == "cuda" else _CPU_MEMORY_MB
-    fixed_mb, chunk_mb = _model_memory(table, model)
-    reserve_mb = _GPU_RESERVE_MB if device == "cuda" else _RESERVE_MB
-    return max(1, min(most, int((free_mb - fixed_mb - reserve_mb) // chunk_mb)))
-
-
-# What a model takes on a CPU, in MB, by the size in its name (the turbo before the large it
-# is a kind of; a name that says none is taken for the largest): its int8 weights and one
-# chunk's encoding (its attention scores: chunks are encoded one at a time), and each chunk
-# of a batch in the beam search. Measured for tiny.en and base (a chunk: 76 and 61 MB);
-# the others' chunks scaled from base by their decoders' layers times width.
-_CPU_MEMORY_MB = {
-    "tiny": (115, 80),
-    "base": (175, 80),
-    "small": (395, 180),
-    "medium": (970, 490),
-    "turbo": (1060, 100),
-    "large": (1800, 810),
-}
-_RESERVE_MB = 512  # the rest of a job: its audio, the VAD, the cues
-# The same on a GPU in float16: its weights at two bytes a parameter, and a chunk's share of
-# a batch: the CPU's beam search halved (two bytes a value, not four) and the encoder's
-# attention scores, 6.25 MB a head (a GPU encodes the whole batch at once). Derived, not
-# measured: bench/gpu.sh prints the peak to check them by, and a batch the GPU has no room
-# for is decoded in halves (engine/asr_worker.py).
-_GPU_MEMORY_MB = {
-    "tiny": (80, 80),
-    "base": (150, 90),
-    "small": (490, 165),
-    "medium": (1540, 345),
-    "turbo": (1620, 175),
-    "large": (3100, 530),
-}
-_GPU_RESERVE_MB = 1024  # CUDA's context and its libraries' workspaces
-
-
-def _model_memory(table: dict[str, tuple[int, int]], model: str | None) -> tuple[int, int]:
+        return memory.most
     name = (model or "").lower()
-    return next((mb for key, mb in table.items() if key in name), table["large"])
+    sizes = memory.models
+    fixed_mb, chunk_mb = next((mb for key, mb in sizes.items() if key in name), sizes["large"])
+    room_mb = free_mb - fixed_mb - memory.reserve_mb
+    return max(1, min(memory.most, int(room_mb // chunk_mb)))
+
+
+class _DeviceMemory(NamedTuple):
+    most: int  # chunks at once, whatever the memory
+    reserve_mb: int  # kept back beside the model
+    # By the size in a model's name (the turbo before the large it is a kind of; a name
+    # that says none is taken for the largest): its weights with what it takes whatever the
+    # batch, and what each chunk of a batch adds, in MB.
+    models: dict[str, tuple[int, int]]
+
+
+# On a CPU: its int8 weights and one chunk's encoding (its attention scores: chunks are
+# encoded one at a time), and each chunk of a batch in the beam search. Measured for tiny.en
+# and base (a chunk: 76 and 61 MB); the others' chunks scaled from base by their decoders'
+# layers times width. Kept back: the rest of a job (its audio, the VAD, the cues).
+_CPU = _DeviceMemory(
+    most=4,
+    reserve_mb=512,
+    models={
+        "tiny": (115, 80),
+        "base": (175, 80),
+        "small": (395, 180),
+        "medium": (970, 490),
+        "turbo": (1060, 100),
+        "large": (1800, 810),
+    },
+)
+# On a GPU in float16: its weights at two bytes a parameter, and a chunk's share of a batch:
+# the CPU's beam search halved (two bytes a value, not four) and the encoder's attention
+# scores, 6.25 MB a head (a GPU encodes the whole batch at once). Derived, not measured:
+# bench/gpu.sh prints the peak to check them by, and a batch the GPU has no room for is
+# decoded in halves (engine/asr_worker.py). Kept back: CUDA's context and its libraries'
+# workspaces.
+_GPU = _DeviceMemory(
+    most=16,
+    reserve_mb=1024,
+    models={
+        "tiny": (80, 80),
+        "base": (150, 90),
+        "small": (490, 165),
+        "medium": (1540, 345),
+        "turbo": (1620, 175),
+        "large": (3100, 530),
+    },
+)
 
 
 def free_gpu_memory_mb() -> float | None:

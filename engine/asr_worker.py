@@ -291,21 +291,22 @@ def _decoded_in_room(
     estimate, and a GPU says when it has no room (a CPU's allocator, under a limit on the
     address space, too). A batch that had none is decoded in halves, and later ones (this
     job's and the next's: the model's memory stays taken) no more chunks at a time than fitted."""
-    size = min(len(chunks), pipeline.model.fits or len(chunks))
     segments: list[RawSegment] = []
-    for k in range(0, len(chunks), size):
-        part = chunks[k : k + size]
+    while chunks:
+        size = min(len(chunks), pipeline.model.fits or len(chunks))
         try:
-            segments += list(_decoded(pipeline, audio, job, language, part))
-            continue
+            decoded = list(_decoded(pipeline, audio, job, language, chunks[:size]))
         except (MemoryError, RuntimeError) as exc:
-            if len(part) == 1 or not _out_of_memory(exc):
+            if size == 1 or not _out_of_memory(exc):
                 raise
-            log.warning("no room for %d chunks at once, trying %d", len(part), len(part) // 2)
+            log.warning("no room for %d chunks at once, trying %d", size, size // 2)
+        else:
+            segments += decoded
+            chunks = chunks[size:]
+            continue
         # Outside the handler: its traceback holds the failed batch's buffers.
-        pipeline.model.fits = len(part) // 2
+        pipeline.model.fits = size // 2
         _trim()
-        segments += _decoded_in_room(pipeline, audio, job, language, part)
     return segments
 
 
