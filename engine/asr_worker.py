@@ -122,15 +122,15 @@ def _model(load: Load) -> Any:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     class Model(WhisperModel):
-        """Whisper that encodes no more of each window than its chunks need, and keeps the
+        """Whisper that encodes no more of the head's window than it needs, and keeps the
         encoding it detected the language from for the decoding of the same chunk: on a CPU
         an encoding is most of a short chunk's time."""
 
         kept: tuple[np.ndarray, Any] | None = None
         joined: np.ndarray | None = None
         fits: int | None = None  # the most chunks at once, once a batch had no room
-        # How many of a window's frames are encoded: the encoder takes fewer than the
-        # window's 3000, and its time goes with how many (see _encoded_frames).
+        # How many of a window's frames are encoded: fewer than the window's 3000 for the
+        # head, as the encoder's time goes with how many (see _encoded_frames).
         frames = _WINDOW_FRAMES
 
         def detect(self, features: np.ndarray) -> tuple[str, float]:
@@ -332,11 +332,15 @@ def _decoded(
 
 
 def _encoded_frames(chunks: list[speech_chunks.Chunk]) -> int:
-    """The frames of each window to encode for `chunks`. The encoder takes fewer than a
-    window's 3000 and its time goes with how many (10 s: a seventh of 30 s), but Whisper,
-    trained on whole windows, loops or invents words when the encoding is cut short: it gets
-    twice the longest chunk, at least _QUIET_AFTER_S of quiet after it, and _FEWEST_S in all
-    (less, and a tenth of a second of a word came back as "But...")."""
+    """The frames of each window to encode for `chunks`: all of a window's 3000, but for the
+    head (speech_chunks.with_head). Whisper, trained on whole windows, hears worse in a cut
+    one (measured, bench/quality.py over 8 shifts: tiny.en wrote "close" for "clubs" under
+    noise in 3 of 8 runs of a 10 s chunk encoded 21 s long, in none encoded 30 s). The head is
+    there to be fast, and the encoder's time goes with its frames: it gets twice its length,
+    at least _QUIET_AFTER_S of quiet after it, and _FEWEST_S in all (less, and a tenth of a
+    second of a word came back as "But...")."""
+    if not all(chunk.head for chunk in chunks):
+        return _WINDOW_FRAMES
     longest = max(chunk.end - chunk.start for chunk in chunks)
     encoded = max(2 * longest, longest + _QUIET_AFTER_S, _FEWEST_S)
     return min(_WINDOW_FRAMES, math.ceil(encoded * 100))
@@ -450,7 +454,7 @@ def _language(
     if not model.model.is_multilingual:
         return "en", 1.0
     start, end = (first.start, first.end) if first else (0.0, 30.0)
-    model.frames = _encoded_frames([speech_chunks.Chunk(start, end)])
+    model.frames = _encoded_frames([first]) if first else _WINDOW_FRAMES
     # Cut as _decoded and the pipeline cut a first chunk, so that its encoding is the one kept.
     clip = audio.between(start, end)[: int((end - start) * SAMPLE_RATE)]
     return model.detect(np.stack([pad_or_trim(model.feature_extractor(clip)[..., :-1])]))

@@ -28,6 +28,8 @@ class Chunk:
     # is decoded whole after its head, so that the speech after the head is heard with what
     # comes before it.
     since: float | None = None
+    # The first chunk's head, decoded alone for an early cue (see with_head).
+    head: bool = False
 
     @property
     def own_from(self) -> float:
@@ -75,7 +77,8 @@ def with_head(
     head = plan(inside, duration, FIRST_S, since=first.start)[0]
     if head.end >= first.end or head.end - head.start > FIRST_S + 2 * PAD_S:
         return list(chunks)
-    return [head, Chunk(first.start, first.end, since=head.end), *chunks[1:]]
+    early = Chunk(head.start, head.end, head=True)
+    return [early, Chunk(first.start, first.end, since=head.end), *chunks[1:]]
 
 
 def _padded(spans: list[list[float]], k: int, duration: float, since: float) -> Chunk:
