@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from engine.asr import DecodeOptions, Lull, Segment, Transcriber, resolve_model
+from engine.asr_worker import _encoded_frames
 from engine.media import decode_audio
 from engine.protocol import SubtideError
+from engine.speech_chunks import Chunk, plan, with_head
 from tests.support.synth import DIALOGUE_EN, fixture_dir, synthesize
 from tests.support.wer import wer
 
@@ -236,3 +238,13 @@ def test_a_batch_the_memory_has_no_room_for_is_decoded_in_halves(tmp_path, capfd
 def _vm_peak_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     return int(next(line for line in status if line.startswith("VmPeak:")).split()[1])
+
+
+def test_only_the_head_is_encoded_shorter_than_a_window():
+    # Whisper hears worse in a cut window (bench/quality.py over 8 shifts); the head, there for
+    # an early cue, is cut for speed. A short chunk that is not a head gets the whole window.
+    sentences = [(0.5, 3.0), (3.4, 6.0), (6.5, 9.5)]
+    head, first = with_head(plan(sentences, 10.0, 29.2), sentences, 10.0)
+    assert _encoded_frames([head]) < 3000
+    assert _encoded_frames([first]) == _encoded_frames([Chunk(0.0, 4.0)]) == 3000
+    assert _encoded_frames([head, Chunk(6.0, 9.0)]) == 3000

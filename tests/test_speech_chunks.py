@@ -76,6 +76,7 @@ def test_the_first_chunk_is_preceded_by_its_head_and_the_chunks_after_stay_as_pl
     # The first chunk's own words begin where the head ends, in the pause after its speech.
     assert first.since == head.end and 5.5 < head.end < 6.0
     assert head.seek < first.seek < rest[0].seek
+    assert head.head and not first.head and not any(chunk.head for chunk in rest)
     # A first chunk no longer than a head is left alone; so is one whose first region is
     # longer than a head.
     short = plan([(1.0, 3.0), (3.5, 5.0)], 6.0)
