@@ -5,7 +5,7 @@ Whisper's word timestamps drift into the silence around speech, most at the star
 a few tens of milliseconds, so a word edge that falls in silence is moved to the nearest speech
 edge — no further than `max_shift` unless the edge is inside the word's own span, so a VAD
 miss can't move a word far. A word stretched over a whole pause (Whisper does this to the first
-word after one) is moved to one side of it.
+word after one) is moved after it, but for a word that ends a sentence or clause: before it.
 
 A pause between two sentences can be far shorter than the VAD's minimum silence (a reader's
 tenth of a second), and then Whisper may start the new sentence's first word inside the last
@@ -126,9 +126,11 @@ class SpeechSnapper:
         start, end = word.start, word.end
         pause = self._pause_inside(start, end)
         if pause:
-            closes_sentence = word.text.rstrip().endswith(_SENTENCE_END)
-            later_part_longer = end - pause[1] > pause[0] - start
-            if opens_sentence or (later_part_longer and not closes_sentence):
+            # Whisper stretches the word after a pause back over it, whatever the part of
+            # the word on either side: one that ends a sentence or clause is the word before.
+            closes = word.text.rstrip().endswith(_SENTENCE_END + _CLAUSE_END)
+            voiced_after = end - pause[1] >= _VOICED_AFTER_S
+            if opens_sentence or (voiced_after and not closes):
                 start = pause[1]
             else:
                 end = pause[0]

@@ -32,6 +32,20 @@ def test_a_word_stretched_over_a_pause_goes_to_the_side_it_belongs_to():
     assert (closing[1].start, closing[1].end) == (2.5, 2.9)
 
 
+def test_a_word_stretched_over_a_pause_mid_sentence_is_the_word_after_it():
+    # base wrote "ten of clubs four queen" with no full stop, and stretched "four" (spoken
+    # after the pause) from the end of "clubs" over the pause, more of it before than after.
+    regions = [(0.19, 1.02), (1.38, 2.88)]
+    [_, four, _] = SpeechSnapper(regions).snap(
+        [w("clubs", 0.46, 0.68), w("four", 0.68, 1.58), w("queen", 1.58, 2.1)]
+    )
+    assert (four.start, four.end) == (1.38, 1.58)
+    # One that ends a clause is the word before; one with next to no voice after, too.
+    for last in (w("clubs,", 0.68, 1.58), w("clubs", 0.68, 1.42)):
+        [_, clubs] = SpeechSnapper(regions).snap([w("of", 0.46, 0.68), last])
+        assert (clubs.start, clubs.end) == (0.68, 1.02)
+
+
 def test_words_far_from_any_speech_are_left_alone():
     snapper = SpeechSnapper(REGIONS, max_shift=1.0)
     lonely = w("hmm", 14.0, 14.5)
