@@ -6,6 +6,8 @@ a few tens of milliseconds, so a word edge that falls in silence is moved to the
 edge — no further than `max_shift` unless the edge is inside the word's own span, so a VAD
 miss can't move a word far. A word stretched over a whole pause (Whisper does this to the first
 word after one) is moved after it, but for a word that ends a sentence or clause: before it.
+So is a sentence's first word that Whisper ran on from the sentence before, with the pause
+between it and the rest of its sentence.
 
 A pause between two sentences can be far shorter than the VAD's minimum silence (a reader's
 tenth of a second), and then Whisper may start the new sentence's first word inside the last
@@ -64,9 +66,11 @@ class SpeechSnapper:
         self._starts.extend(start for start, _ in regions)
 
     def snap(self, words: Sequence[Word]) -> list[Word]:
-        snapped = []
+        snapped, words = [], list(words)
         for k, aligned in enumerate(words):
             opens_sentence = k == 0 or words[k - 1].text.rstrip().endswith(_SENTENCE_END)
+            if opens_sentence and k + 1 < len(words) and self._regions:
+                aligned, words[k + 1] = self._cut_off(aligned, words[k + 1])
             word = self._snap_word(aligned, opens_sentence) if self._regions else aligned
             if (onset := self._unclaimed_onset(word)) is not None:
                 # Voice no word claims, after a pause the VAD heard: Whisper began the word
@@ -77,6 +81,30 @@ class SpeechSnapper:
             snapped.append(word)
             self._previous = word
         return snapped
+
+    def _cut_off(self, word: Word, following: Word) -> tuple[Word, Word]:
+        """A sentence's first word that Whisper ran on from the sentence before, with a pause
+        the VAD heard between it and the rest of its sentence, moved to where the voice
+        resumes after that pause, taking the start of the word after: a reader pauses before
+        a sentence, not after its first word, unless a comma says so."""
+        previous = self._previous
+        # The word after may be stretched over the pause too, and then belongs after it, as
+        # _snap_word has it, unless it closes a sentence or clause.
+        voiced_at = following.start if _closes(following) else following.end - _VOICED_AFTER_S
+        i = self._index(voiced_at)
+        if (
+            previous is None
+            or abs(word.start - previous.end) > _VAD_SLACK_S
+            or _closes(word)
+            or not 0 <= self._index(word.start) < i
+        ):
+            return word, following
+        onset = self._regions[i][0]
+        if onset - self._regions[i - 1][1] < _MIN_PAUSE or following.end <= onset:
+            return word, following
+        end = round(onset + min(word.end - word.start, (following.end - onset) / 2), 3)
+        moved = word.model_copy(update={"start": round(onset, 3), "end": end})
+        return moved, following.model_copy(update={"start": max(following.start, end)})
 
     def _after_a_break(self) -> bool:
         """Whether the next word follows the end of a sentence or clause (where a reader
@@ -128,9 +156,8 @@ class SpeechSnapper:
         if pause:
             # Whisper stretches the word after a pause back over it, whatever the part of
             # the word on either side: one that ends a sentence or clause is the word before.
-            closes = word.text.rstrip().endswith(_SENTENCE_END + _CLAUSE_END)
             voiced_after = end - pause[1] >= _VOICED_AFTER_S
-            if opens_sentence or (voiced_after and not closes):
+            if opens_sentence or (voiced_after and not _closes(word)):
                 start = pause[1]
             else:
                 end = pause[0]
@@ -224,6 +251,11 @@ _MIN_CONTRAST_DB = 12.0
 _DIGITAL_SILENCE_DB = -80.0
 # Quiet: within this fraction of the way from the quiet level to the voice's.
 _QUIET_FRACTION = 0.3
+
+
+def _closes(word: Word) -> bool:
+    """Whether the word ends a sentence or clause, by its punctuation."""
+    return word.text.rstrip().endswith(_SENTENCE_END + _CLAUSE_END)
 
 
 def pauses(

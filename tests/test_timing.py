@@ -46,6 +46,21 @@ def test_a_word_stretched_over_a_pause_mid_sentence_is_the_word_after_it():
         assert (clubs.start, clubs.end) == (0.68, 1.02)
 
 
+def test_a_first_word_run_on_from_the_sentence_before_goes_after_the_pause_it_opens():
+    # base wrote "...than he was." then, from a stretch decoded again, "He might even", with
+    # "He" right after "was." and "might" stretched over the 1 s pause before them.
+    regions = [(14.82, 20.38), (21.41, 24.22)]
+    words = [w("He", 19.98, 20.68), w("might", 20.68, 21.72), w("even", 21.72, 22.02)]
+    snapper = SpeechSnapper(regions)
+    snapper.snap([w("he", 19.64, 19.74), w("was.", 19.74, 19.98)])
+    he, might, _ = snapper.snap(words)
+    assert he.start == 21.41 and he.end <= might.start < might.end == 21.72
+    # A comma says the reader paused there: the word stays before the pause.
+    snapper = SpeechSnapper(regions)
+    snapper.snap([w("was.", 19.74, 19.98)])
+    assert snapper.snap([w("Well,", 19.98, 20.68), *words[1:]])[0].start == 19.98
+
+
 def test_words_far_from_any_speech_are_left_alone():
     snapper = SpeechSnapper(REGIONS, max_shift=1.0)
     lonely = w("hmm", 14.0, 14.5)
