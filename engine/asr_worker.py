@@ -336,13 +336,14 @@ def _encoded_frames(chunks: list[speech_chunks.Chunk]) -> int:
     head (speech_chunks.with_head). Whisper, trained on whole windows, hears worse in a cut
     one (measured, bench/quality.py over 8 shifts: tiny.en wrote "close" for "clubs" under
     noise in 3 of 8 runs of a 10 s chunk encoded 21 s long, in none encoded 30 s). The head is
-    there to be fast, and the encoder's time goes with its frames: it gets twice its length,
+    there to be fast, and the encoder's time goes with its frames: it gets three times its
+    length (twice: base wrote "five five five" for "five five" under noise in 1 run of 8),
     at least _QUIET_AFTER_S of quiet after it, and _FEWEST_S in all (less, and a tenth of a
     second of a word came back as "But...")."""
     if not all(chunk.head for chunk in chunks):
         return _WINDOW_FRAMES
     longest = max(chunk.end - chunk.start for chunk in chunks)
-    encoded = max(2 * longest, longest + _QUIET_AFTER_S, _FEWEST_S)
+    encoded = max(3 * longest, longest + _QUIET_AFTER_S, _FEWEST_S)
     return min(_WINDOW_FRAMES, math.ceil(encoded * 100))
 
 

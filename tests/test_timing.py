@@ -46,6 +46,15 @@ def test_a_word_stretched_over_a_pause_mid_sentence_is_the_word_after_it():
         assert (clubs.start, clubs.end) == (0.68, 1.02)
 
 
+def test_a_pause_a_fifth_of_a_second_long_is_not_inside_a_word():
+    # base wrote "seven of clubs five five" under noise and stretched the first "five" from
+    # the end of "clubs" over the 0.26 s the VAD heard between the two sentences.
+    regions = [(3.59, 4.8), (5.06, 6.05)]
+    words = [w("clubs", 4.18, 4.52), w("five", 4.52, 5.24), w("five", 5.24, 5.78)]
+    [_, five, _] = SpeechSnapper(regions).snap(words)
+    assert (five.start, five.end) == (5.06, 5.24)
+
+
 def test_a_first_word_run_on_from_the_sentence_before_goes_after_the_pause_it_opens():
     # base wrote "...than he was." then, from a stretch decoded again, "He might even", with
     # "He" right after "was." and "might" stretched over the 1 s pause before them.
