@@ -12,8 +12,10 @@ conditioning on earlier text), its words made into cues by the same cue builder.
 
 A word Whisper hears on a knife's edge comes out one way or the other by chance: where the
 10 ms frames and the VAD's 32 ms ones fall, where a chunk starts. --shifts N runs each clip N
-times, after 0, 13, 27... ms of silence, and prints the mean WER with its range (every run's
-onsets pooled), so that a change can be told from chance.
+times, after 0, 13, 27... ms of silence, and prints the WER of all its runs with its range
+(every run's onsets pooled), so that a change can be told from chance. The "all" rows pool
+every real-speech run of a model (WER: all their errors over all their words): one word heard
+one way or the other moves a clip's row, and a change is judged on the pool first.
 
     python bench/quality.py [--models bundled,bundled:tiny.en] [--shifts 1]
 """
@@ -43,7 +45,7 @@ from tests.support.synth import (  # noqa: E402
     shifted,
     synthesize,
 )
-from tests.support.wer import wer  # noqa: E402
+from tests.support.wer import edits, wer  # noqa: E402
 
 
 def clips() -> list[tuple[str, Clip]]:
@@ -79,8 +81,12 @@ def raw_cues(model: object, clip: Clip) -> list[Cue]:
 
 
 def row(model: str, kind: str, name: str, decoder: str, runs: list[tuple[Clip, list[Cue]]]) -> str:
-    """One line for the runs of a clip (shifted or not): WER mean and range, onsets pooled."""
-    wers = [wer(clip.script, " ".join(cue.text for cue in cues)) for clip, cues in runs]
+    """One line for the runs of a clip (shifted or not), or of several clips: WER of all
+    their words and its range over the runs, onsets pooled."""
+    texts = [(clip.script, " ".join(cue.text for cue in cues)) for clip, cues in runs]
+    wers = [wer(*text) for text in texts]
+    counts = [edits(*text) for text in texts]
+    pooled = sum(changed for changed, _ in counts) / max(sum(said for _, said in counts), 1)
     found = [shown(clip.sentences, cues) for clip, cues in runs]
     errors = [s.onset_error for sentences in found for s in sentences]
     median = statistics.median(abs(e) for e in errors) if errors else float("nan")
@@ -89,7 +95,7 @@ def row(model: str, kind: str, name: str, decoder: str, runs: list[tuple[Clip, l
     sentences = sum(len(clip.sentences) for clip, _ in runs)
     return (
         f"{model:<16} {kind:<9} {name:<16} {decoder:<6} "
-        f"{statistics.mean(wers):>6.3f} {spread:<11} {median:>9.3f} {worst:>+9.3f} "
+        f"{pooled:>6.3f} {spread:<11} {median:>9.3f} {worst:>+9.3f} "
         f"{len(errors):>3}/{sentences:<3}"
     )
 
@@ -113,13 +119,21 @@ def main() -> None:
         for spec in args.models.split(","):
             path = resolve_model(spec, Path(tmp) / "models").path
             raw = WhisperModel(path, device=device, compute_type=compute_type)
+            real: dict[str, list[tuple[Clip, list[Cue]]]] = {"raw": [], "engine": []}
             for kind, clip in clips():
                 runs = [shifted(clip, shift, Path(tmp)) for shift in shifts]
                 name = clip.wav.stem
-                rows.append(row(spec, kind, name, "raw", [(c, raw_cues(raw, c)) for c in runs]))
-                engined = [(c, engine_cues(engine, c, spec)) for c in runs]
-                rows.append(row(spec, kind, name, "engine", engined))
+                done = {
+                    "raw": [(c, raw_cues(raw, c)) for c in runs],
+                    "engine": [(c, engine_cues(engine, c, spec)) for c in runs],
+                }
+                rows += [row(spec, kind, name, decoder, done[decoder]) for decoder in done]
                 print(*rows[-2:], sep="\n", file=sys.stderr, flush=True)
+                if kind == "real":
+                    for decoder, found in done.items():
+                        real[decoder] += found
+            if real["raw"]:
+                rows += [row(spec, "real", "all", decoder, real[decoder]) for decoder in real]
             del raw
     print(
         f"{'model':<16} {'speech':<9} {'clip':<16} {'ASR':<6} {'WER':>6} {'WER range':<11} "

@@ -68,8 +68,15 @@ def align(reference: list[str], hypothesis: list[str]) -> list[tuple[int | None,
     return pairs[::-1]
 
 
+def edits(reference: str, hypothesis: str) -> tuple[int, int]:
+    """Substitutions + deletions + insertions, and the reference's words: summed over many
+    transcripts, their ratio is the WER of all of them."""
+    ref, hyp = words(reference), words(hypothesis)
+    changed = sum(r is None or h is None or ref[r] != hyp[h] for r, h in align(ref, hyp))
+    return changed, len(ref)
+
+
 def wer(reference: str, hypothesis: str) -> float:
     """(substitutions + deletions + insertions) / reference words."""
-    ref, hyp = words(reference), words(hypothesis)
-    edits = sum(r is None or h is None or ref[r] != hyp[h] for r, h in align(ref, hyp))
-    return edits / max(len(ref), 1)
+    changed, said = edits(reference, hypothesis)
+    return changed / max(said, 1)
