@@ -15,9 +15,11 @@ A word Whisper hears on a knife's edge comes out one way or the other by chance:
 times, after 0, 13, 27... ms of silence, and prints the WER of all its runs with its range
 (every run's onsets pooled), so that a change can be told from chance. The "all" rows pool
 every real-speech run of a model (WER: all their errors over all their words): one word heard
-one way or the other moves a clip's row, and a change is judged on the pool first.
+one way or the other moves a clip's row, and a change is judged on the pool first. --varied N
+adds N clips of the same recordings with pauses and a background drawn at random (seeded): a
+rule fitted to the standard clips' layout shows there.
 
-    python bench/quality.py [--models bundled,bundled:tiny.en] [--shifts 1]
+    python bench/quality.py [--models bundled,bundled:tiny.en] [--shifts 1] [--varied 0]
 """
 
 from __future__ import annotations
@@ -48,10 +50,13 @@ from tests.support.synth import (  # noqa: E402
 from tests.support.wer import edits, wer  # noqa: E402
 
 
-def clips() -> list[tuple[str, Clip]]:
+def clips(varied: int, folder: Path) -> list[tuple[str, Clip]]:
     synthetic = synthesize(DIALOGUE_EN, fixture_dir(), "dialogue_en", gap=0.7)
-    real = real_speech.standard_clips(fixture_dir()) if real_speech.available() else []
-    if not real:
+    real = []
+    if real_speech.available():
+        real = real_speech.standard_clips(fixture_dir())
+        real += real_speech.varied_clips(folder, varied)
+    else:
         print("pocketsphinx-testdata is not installed: synthetic speech only", file=sys.stderr)
     return [*(("real", clip) for clip in real), ("synthetic", synthetic)]
 
@@ -107,6 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="bundled,bundled:tiny.en")
     parser.add_argument("--shifts", type=int, default=1, help="runs per clip, each shifted")
+    parser.add_argument(
+        "--varied", type=int, default=0, help="real-speech clips with random pauses and background"
+    )
     args = parser.parse_args()
     shifts = [k / 75 for k in range(args.shifts)]  # 13.3 ms apart: off the 10 ms frames
     # Raw faster-whisper falls back to sampling at higher temperatures; CTranslate2 seeds each
@@ -120,7 +128,7 @@ def main() -> None:
             path = resolve_model(spec, Path(tmp) / "models").path
             raw = WhisperModel(path, device=device, compute_type=compute_type)
             real: dict[str, list[tuple[Clip, list[Cue]]]] = {"raw": [], "engine": []}
-            for kind, clip in clips():
+            for kind, clip in clips(args.varied, Path(tmp)):
                 runs = [shifted(clip, shift, Path(tmp)) for shift in shifts]
                 name = clip.wav.stem
                 done = {

@@ -122,20 +122,26 @@ class SpeechSnapper:
         """The word started where the voice resumes after a pause (by energy) between the
         middle of the word before (or half a second before its own start) and its end. A pause
         whose end the VAD calls silence is music or noise, not one. Where Whisper stretched the
-        word over pauses, the voice is after the last of them; else after the last pause that
-        begins before Whisper's start: a pause after it lies in the word's own voice, or after
-        it (a reader pauses inside sentences too). A word is stretched over pauses before
-        Whisper's own end for it (`aligned_end`) only: one moved wholly out of silence keeps
-        its length, but no pause in that made-up span is its own."""
+        word over pauses, the voice is after the last of them, but for a word that ends a
+        sentence or clause: the last is the pause its punctuation says follows it. Else the
+        voice is after the last pause that begins before Whisper's start: a pause after it
+        lies in the word's own voice, or after it (a reader pauses inside sentences too), and
+        one before a silence the VAD heard ahead of the word ends in the voice of the word
+        before. A word is stretched over pauses before Whisper's own end for it (`aligned_end`)
+        only: one moved wholly out of silence keeps its length, but no pause in that made-up
+        span is its own."""
         previous = self._previous
         earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
+        heard = self._index(word.start)
         found = [
             (quiet, resumes)
             for quiet, resumes in pauses(audio, max(earliest, 0.0), word.end - _SHORTEST_WORD_S)
-            if self._near_speech(resumes)
+            if self._near_speech(resumes) and self._index(_late(resumes)) >= heard
         ]
         voiced_until = min(word.end, aligned_end) - _VOICED_AFTER_S
         stretched = [r for q, r in found if q > word.start and r <= voiced_until]
+        if _closes(word):
+            stretched = stretched[:-1]
         before = [resumes for quiet, resumes in found if quiet <= word.start]
         candidates = stretched or before
         if not candidates:
@@ -154,7 +160,7 @@ class SpeechSnapper:
 
     def _snap_word(self, word: Word, opens_sentence: bool) -> Word:
         start, end = word.start, word.end
-        pause = self._pause_inside(start, end)
+        pause = self._pause_inside(start, end) or self._quiet_inside(start, end)
         if pause:
             # Whisper stretches the word after a pause back over it, whatever the part of
             # the word on either side: one that ends a sentence or clause is the word before.
@@ -206,14 +212,30 @@ class SpeechSnapper:
         inside = start < pause[0] and pause[1] < end
         return pause if inside and pause[1] - pause[0] >= _MIN_PAUSE else None
 
+    def _quiet_inside(self, start: float, end: float) -> Region | None:
+        """The first pause by energy at least `_MIN_PAUSE` long inside a word long enough to
+        hold one, with voice on both sides of it: under music or noise the VAD hears none
+        between two utterances, and Whisper stretches a word over it all the same (the
+        first: a later one may be the word's own comma, "5," stretched on to the next "5")."""
+        if self._audio is None or end - start < 2 * _MIN_PAUSE:
+            return None
+        inside = [
+            (quiet, resumes)
+            for quiet, resumes in pauses(self._audio, start, end)
+            if quiet > start + _SHORTEST_WORD_S
+            and resumes - quiet >= _MIN_PAUSE
+            and self._near_speech(resumes)
+        ]
+        return inside[0] if inside else None
+
     def _index(self, t: float) -> int:
         """Index of the last region starting at or before t, or -1."""
         return bisect_right(self._starts, t) - 1
 
     def _near_speech(self, t: float) -> bool:
-        """In speech by the VAD, or just before it (its edges are 32 ms frames); anywhere
-        when there is no VAD."""
-        return not self._regions or self._in_speech(t) or self._in_speech(t + _VAD_SLACK_S)
+        """In speech by the VAD, or just before it (`_VAD_LATE_S`); anywhere when there is
+        no VAD."""
+        return not self._regions or self._in_speech(t) or self._in_speech(_late(t))
 
     def _in_speech(self, t: float) -> bool:
         i = self._index(t)
@@ -235,6 +257,9 @@ _LOOK_BACK_S = 0.5
 # final stop consonant after its closure).
 _SHORTEST_WORD_S = 0.05
 _VAD_SLACK_S = 0.05
+# The VAD hears a voice begin up to this long after its energy rises: its windows are 32 ms,
+# and under music or noise its probability climbs slower (seen: 0.05-0.11 s).
+_VAD_LATE_S = 0.1
 # Voice this long that the VAD heard begin after the word before, and before Whisper's start,
 # is this word's: Whisper aligned it late.
 _UNCLAIMED_S = 0.12
@@ -253,6 +278,12 @@ _MIN_CONTRAST_DB = 12.0
 _DIGITAL_SILENCE_DB = -80.0
 # Quiet: within this fraction of the way from the quiet level to the voice's.
 _QUIET_FRACTION = 0.3
+
+
+def _late(t: float) -> float:
+    """Where the VAD may first hear a voice that begins at `t`: rounded, as 10 ms energy
+    frames plus the lag fall a hair short of the edge they meet in floating point."""
+    return round(t + _VAD_LATE_S, 6)
 
 
 def _closes(word: Word) -> bool:

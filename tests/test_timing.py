@@ -138,10 +138,14 @@ def real_clips():
     return {clip.wav.stem: clip for clip in real_speech.standard_clips(fixture_dir())}
 
 
-def snapper_on(clip) -> SpeechSnapper:
+def audio_of(clip) -> np.ndarray:
     from engine.media import decode_audio
 
-    audio = decode_audio(clip.wav)
+    return decode_audio(clip.wav)
+
+
+def snapper_on(clip) -> SpeechSnapper:
+    audio = audio_of(clip)
     return SpeechSnapper(speech_regions(audio), audio=audio)
 
 
@@ -214,3 +218,80 @@ def test_a_word_moved_out_of_silence_is_not_stretched_over_its_made_up_span(real
     snapper = SpeechSnapper([(heard, onset + 6.0)], audio=audio)
     [first] = snapper.snap([w("And", 0.02, onset + 0.09)])
     assert first.start == pytest.approx(heard)
+
+
+def test_an_opening_word_is_not_moved_back_over_a_silence_the_vad_heard(real_clips):
+    # base stretched "5," from the end of "seven of clubs." over 1.2 s of noise to its own
+    # voice, and the VAD heard that voice late: the only pause found before Whisper's start
+    # was inside the sentence before, and the cue came 1.34 s early.
+    clip = real_clips["cards_noise"]
+    before, sentence = clip.sentences[3], clip.sentences[4]
+    heard = sentence.start + 0.13
+    audio = audio_of(clip)
+    regions = [(before.start, before.end + 0.1), (heard, sentence.end)]
+    previous = w("five.", before.start + 0.1, before.end)  # from the first "five"'s middle
+    snapper = SpeechSnapper(regions, audio=audio, previous=previous)
+    [opening] = snapper.snap([w("8", before.end + 0.05, sentence.start + 0.25)])
+    assert opening.start == pytest.approx(heard)
+
+
+def test_an_opening_word_that_ends_a_clause_is_before_the_pause_it_is_stretched_over(
+    tmp_path,
+):
+    # tiny.en wrote "five five" as "5, 5," and stretched the first from "clubs." to the
+    # second's voice: the dip between the two is the comma's, and the first "five" before it.
+    from tests.support import real_speech
+
+    if not real_speech.available():
+        pytest.skip("needs pocketsphinx-testdata")
+    cards = real_speech.cards()
+    clip = real_speech.join(cards, tmp_path, "cards", pauses=[0.43, 0.76, 0.84, 0.45])
+    before, sentence = clip.sentences[2], clip.sentences[3]
+    audio = audio_of(clip)
+    previous = w("clubs.", before.end - 0.36, before.end + 0.2)
+    snapper = SpeechSnapper(speech_regions(audio), audio=audio, previous=previous)
+    start = sentence.start
+    [first, _] = snapper.snap(
+        [w("5,", before.end + 0.28, start + 0.76), w("5,", start + 0.96, start + 1.54)]
+    )
+    assert 0.0 <= first.start - start <= 0.15
+
+
+@pytest.fixture
+def cards_under_loud_music(tmp_path):
+    """The cards under music 12 dB below the voices: the VAD hears little of the pauses."""
+    from tests.support import real_speech
+
+    if not real_speech.available():
+        pytest.skip("needs pocketsphinx-testdata")
+    pauses_s = [1.31, 0.31, 0.91, 0.24]
+    return real_speech.join(
+        real_speech.cards(), tmp_path, "cards", pauses=pauses_s, under="music", under_db=-12.0
+    )
+
+
+def test_a_word_stretched_over_a_pause_the_vad_did_not_hear_goes_after_it(cards_under_loud_music):
+    # base wrote the cards without a full stop and stretched "seven" from the end of "four
+    # queen of clubs" over the 0.31 s between them; the VAD heard 0.17 s of it.
+    clip = cards_under_loud_music
+    before, sentence = clip.sentences[1], clip.sentences[2]
+    audio = audio_of(clip)
+    snapper = SpeechSnapper(speech_regions(audio), audio=audio, previous=w("of", 3.1, 3.28))
+    stretched = w("seven", before.end - 0.24, sentence.start + 0.33)
+    [_, seven] = snapper.snap([w("cloves", before.end - 0.52, before.end - 0.24), stretched])
+    assert seven.start == pytest.approx(sentence.start, abs=0.1)  # its voice rises from 4.01
+
+
+def test_a_word_stretched_over_two_pauses_starts_after_the_first(cards_under_loud_music):
+    # tiny.en stretched "5," from the end of "seven of clubs" over the pause and the first
+    # "five" to the dip before the second: that dip is the comma's.
+    clip = cards_under_loud_music
+    before, sentence = clip.sentences[2], clip.sentences[3]
+    audio = audio_of(clip)
+    previous = w("clubs", before.end - 0.35, before.end + 0.41)
+    snapper = SpeechSnapper(speech_regions(audio), audio=audio, previous=previous)
+    start = sentence.start
+    [first, _] = snapper.snap(
+        [w("5,", before.end + 0.33, start + 0.76), w("5,", start + 0.9, start + 1.34)]
+    )
+    assert 0.0 <= first.start - start <= 0.15

@@ -184,3 +184,23 @@ def standard_clips(out_dir: Path) -> list[Clip]:
         join(lv, out_dir, "librivox_music", pauses=[0.3, 0.15, 1.0, 0.5], under="music"),
         join(cd, out_dir, "cards_noise", pauses=[0.3, 0.8, 0.2, 1.5], under="noise", under_db=-20),
     ]
+
+
+def varied_clips(out_dir: Path, count: int, seed: int = 0) -> list[Clip]:
+    """`count` more clips of the same recordings, LibriVox and cards in turn, each with
+    pauses of 0.1-1.6 s and a background (none, music, noise; 20, 15 or 12 dB under the
+    voice) drawn at random from `seed`: a timing rule fitted to the standard clips' layout
+    shows here."""
+    import random
+
+    draw = random.Random(seed)
+    lv, cd = librivox(), cards()
+    found = []
+    for k in range(count):
+        parts = lv if k % 2 == 0 else cd
+        pauses = [round(draw.uniform(0.1, 1.6), 2) for _ in parts[1:]]
+        under = draw.choice([None, "music", "noise"])
+        under_db = draw.choice([-20.0, -15.0, -12.0])
+        name = f"{'librivox' if parts is lv else 'cards'}_varied{k}"
+        found.append(join(parts, out_dir, name, pauses=pauses, under=under, under_db=under_db))
+    return found
