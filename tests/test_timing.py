@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.protocol import Word
-from engine.timing import SpeechSnapper, pauses, speech_regions
+from engine.timing import Region, SpeechSnapper, pauses, speech_regions
 
 REGIONS = [(0.5, 2.9), (3.6, 8.9), (9.6, 12.4)]
 
@@ -235,39 +235,41 @@ def test_an_opening_word_is_not_moved_back_over_a_silence_the_vad_heard(real_cli
     assert opening.start == pytest.approx(heard)
 
 
-def test_an_opening_word_that_ends_a_clause_is_before_the_pause_it_is_stretched_over(
-    tmp_path,
-):
-    # tiny.en wrote "five five" as "5, 5," and stretched the first from "clubs." to the
-    # second's voice: the dip between the two is the comma's, and the first "five" before it.
+def cards(tmp_path, pauses_s: list[float], **background):
+    """The cards joined with these pauses (and music or noise under them)."""
     from tests.support import real_speech
 
     if not real_speech.available():
         pytest.skip("needs pocketsphinx-testdata")
-    cards = real_speech.cards()
-    clip = real_speech.join(cards, tmp_path, "cards", pauses=[0.43, 0.76, 0.84, 0.45])
-    before, sentence = clip.sentences[2], clip.sentences[3]
+    return real_speech.join(real_speech.cards(), tmp_path, "cards", pauses=pauses_s, **background)
+
+
+def first_five_late_by(clip, previous: Word, first: Region, second: Region) -> float:
+    """Seconds after "five five" is spoken that the first of "5, 5," (at `first` and `second`,
+    from the sentence's onset) starts once snapped after `previous`."""
     audio = audio_of(clip)
-    previous = w("clubs.", before.end - 0.36, before.end + 0.2)
+    onset = clip.sentences[3].start
     snapper = SpeechSnapper(speech_regions(audio), audio=audio, previous=previous)
-    start = sentence.start
-    [first, _] = snapper.snap(
-        [w("5,", before.end + 0.28, start + 0.76), w("5,", start + 0.96, start + 1.54)]
+    [five, _] = snapper.snap(
+        [w("5,", onset + first[0], onset + first[1]), w("5,", onset + second[0], onset + second[1])]
     )
-    assert 0.0 <= first.start - start <= 0.15
+    return five.start - onset
+
+
+def test_an_opening_word_that_ends_a_clause_is_before_the_pause_it_is_stretched_over(tmp_path):
+    # tiny.en wrote "five five" as "5, 5," and stretched the first from "clubs." to the
+    # second's voice: the dip between the two is the comma's, and the first "five" before it.
+    clip = cards(tmp_path, [0.43, 0.76, 0.84, 0.45])
+    before = clip.sentences[2]
+    previous = w("clubs.", before.end - 0.36, before.end + 0.2)
+    late = first_five_late_by(clip, previous, (-0.56, 0.76), (0.96, 1.54))
+    assert 0.0 <= late <= 0.15
 
 
 @pytest.fixture
 def cards_under_loud_music(tmp_path):
     """The cards under music 12 dB below the voices: the VAD hears little of the pauses."""
-    from tests.support import real_speech
-
-    if not real_speech.available():
-        pytest.skip("needs pocketsphinx-testdata")
-    pauses_s = [1.31, 0.31, 0.91, 0.24]
-    return real_speech.join(
-        real_speech.cards(), tmp_path, "cards", pauses=pauses_s, under="music", under_db=-12.0
-    )
+    return cards(tmp_path, [1.31, 0.31, 0.91, 0.24], under="music", under_db=-12.0)
 
 
 def test_a_word_stretched_over_a_pause_the_vad_did_not_hear_goes_after_it(cards_under_loud_music):
@@ -286,12 +288,7 @@ def test_a_word_stretched_over_two_pauses_starts_after_the_first(cards_under_lou
     # tiny.en stretched "5," from the end of "seven of clubs" over the pause and the first
     # "five" to the dip before the second: that dip is the comma's.
     clip = cards_under_loud_music
-    before, sentence = clip.sentences[2], clip.sentences[3]
-    audio = audio_of(clip)
+    before = clip.sentences[2]
     previous = w("clubs", before.end - 0.35, before.end + 0.41)
-    snapper = SpeechSnapper(speech_regions(audio), audio=audio, previous=previous)
-    start = sentence.start
-    [first, _] = snapper.snap(
-        [w("5,", before.end + 0.33, start + 0.76), w("5,", start + 0.9, start + 1.34)]
-    )
-    assert 0.0 <= first.start - start <= 0.15
+    late = first_five_late_by(clip, previous, (-0.58, 0.76), (0.9, 1.34))
+    assert 0.0 <= late <= 0.15
