@@ -7,7 +7,9 @@ edge — no further than `max_shift` unless the edge is inside the word's own sp
 miss can't move a word far. A word stretched over a whole pause (Whisper does this to the first
 word after one) is moved after it, but for a word that ends a sentence or clause: before it.
 So is a sentence's first word that Whisper ran on from the sentence before, with the pause
-between it and the rest of its sentence.
+between it and the rest of its sentence. A pause is one the VAD heard or, inside a long word, a
+fifth of a second of quiet by energy (under music or noise the VAD hears none between two
+utterances).
 
 A pause between two sentences can be far shorter than the VAD's minimum silence (a reader's
 tenth of a second), and then Whisper may start the new sentence's first word inside the last
