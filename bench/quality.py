@@ -25,6 +25,7 @@ rule fitted to the standard clips' layout shows there.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -32,8 +33,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Raw faster-whisper's mel features on one BLAS thread, as the engine's model process has them
+# (engine/asr.py): set before numpy loads, so that no row depends on the shell's OMP_NUM_THREADS.
+os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
-from engine.asr import pick_device, resolve_model  # noqa: E402
+from engine.asr import decoding_setup, resolve_model  # noqa: E402
 from engine.cues import build_cues  # noqa: E402
 from engine.media import decode_audio  # noqa: E402
 from engine.pipeline import Engine, EngineOptions  # noqa: E402
@@ -120,13 +124,18 @@ def main() -> None:
     # Raw faster-whisper falls back to sampling at higher temperatures; CTranslate2 seeds each
     # of its threads once, on its first sample, from this: the raw rows repeat run to run.
     ctranslate2.set_random_seed(0)
-    device, compute_type = pick_device()
+    setup = decoding_setup()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         engine = Engine(EngineOptions(cache_dir=Path(tmp), use_cache=False))
         for spec in args.models.split(","):
             path = resolve_model(spec, Path(tmp) / "models").path
-            raw = WhisperModel(path, device=device, compute_type=compute_type)
+            raw = WhisperModel(
+                path,
+                device=setup.device,
+                compute_type=setup.compute_type,
+                cpu_threads=setup.cpu_threads,  # the engine's: a thread count rounds its own way
+            )
             real: dict[str, list[tuple[Clip, list[Cue]]]] = {"raw": [], "engine": []}
             for kind, clip in clips(args.varied, Path(tmp)):
                 runs = [shifted(clip, shift, Path(tmp)) for shift in shifts]

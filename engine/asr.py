@@ -489,6 +489,11 @@ class _Worker:
         # `engine` must import in the child as it does here, also where no package installs it.
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        # The mel features' matrix product (numpy's OpenBLAS) rounds differently on 2 threads
+        # than on 1, and a near tie in the beam search then goes the other way (tiny.en wrote
+        # "close" for "clubs" when OMP_NUM_THREADS was unset): the text would depend on the
+        # shell the app was started from. CTranslate2 is given its threads in the Load.
+        env["OPENBLAS_NUM_THREADS"] = "1"
         command = [sys.executable, "-m", "engine.asr_worker", *map(str, fds)]
         self._process = subprocess.Popen(command, pass_fds=fds, env=env, stdin=subprocess.DEVNULL)
         # Only the child holds its ends now, so its death reads as the end of the pipe here.

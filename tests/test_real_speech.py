@@ -110,3 +110,19 @@ def test_a_rerun_gives_the_same_cues(runs, engine):
     [first] = [r for r in runs if r.model == MODELS[-1] and r.clip.wav.stem == "librivox_music"]
     again = cues_of(engine, first.clip, first.model)
     assert [c.model_dump() for c in again] == [c.model_dump() for c in first.cues]
+
+
+def test_the_cues_do_not_depend_on_the_threads_the_shell_gives_numpy(
+    cache_root, tmp_path, monkeypatch
+):
+    from engine.pipeline import Engine, EngineOptions
+
+    # The eighth of bench/quality.py's random layouts: tiny.en's beam search meets a near tie
+    # there, and mel features rounded on 2 BLAS threads, not 1, tipped "clubs" to "close".
+    clip = real_speech.varied_clips(tmp_path, 8)[7]
+    found = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", threads)
+        engine = Engine(EngineOptions(cache_dir=cache_root, use_cache=False))
+        found.append([c.model_dump() for c in cues_of(engine, clip, MODELS[-1])])
+    assert found[0] == found[1]
