@@ -75,7 +75,8 @@ class SpeechSnapper:
             opens_sentence = k == 0 or words[k - 1].text.rstrip().endswith(_SENTENCE_END)
             if opens_sentence and k + 1 < len(words) and self._regions:
                 aligned, words[k + 1] = self._cut_off(aligned, words[k + 1])
-            word = self._snap_word(aligned, opens_sentence) if self._regions else aligned
+            following = words[k + 1] if k + 1 < len(words) else None
+            word = self._snap_word(aligned, opens_sentence, following) if self._regions else aligned
             if (onset := self._unclaimed_onset(word)) is not None:
                 # Voice no word claims, after a pause the VAD heard: Whisper began the word
                 # late, or dropped a word spoken there ("five five" written "5").
@@ -160,14 +161,14 @@ class SpeechSnapper:
         onset = self._regions[i][0]
         return onset if previous.end - _VAD_SLACK_S <= onset <= word.start - _UNCLAIMED_S else None
 
-    def _snap_word(self, word: Word, opens_sentence: bool) -> Word:
+    def _snap_word(self, word: Word, opens_sentence: bool, following: Word | None) -> Word:
         start, end = word.start, word.end
         pause = self._pause_inside(start, end) or self._quiet_inside(start, end)
         if pause:
             # Whisper stretches the word after a pause back over it, whatever the part of
-            # the word on either side: one that ends a sentence or clause is the word before.
+            # the word on either side.
             voiced_after = end - pause[1] >= _VOICED_AFTER_S
-            if opens_sentence or (voiced_after and not _closes(word)):
+            if opens_sentence or (voiced_after and _spoken_after(word, pause, following)):
                 start = pause[1]
             else:
                 end = pause[0]
@@ -286,6 +287,17 @@ def _late(t: float) -> float:
     """Where the VAD may first hear a voice that begins at `t`: rounded, as 10 ms energy
     frames plus the lag fall a hair short of the edge they meet in floating point."""
     return round(t + _VAD_LATE_S, 6)
+
+
+def _spoken_after(word: Word, pause: Region, following: Word | None) -> bool:
+    """Whether a word Whisper stretched over `pause` (not a sentence's first) is spoken after
+    it. One that ends a sentence or clause is the word before, unless the voice no word claims
+    after the pause, up to the next word, is longer than the word's own before it: Whisper ran
+    two sentences together and put a comma after the second's first word ("10 of cloves 4,
+    Queen of Cloves", "four" spoken after the pause, "Queen" aligned 0.56 s after it)."""
+    if not _closes(word):
+        return True
+    return following is not None and following.start - pause[1] > pause[0] - word.start
 
 
 def _closes(word: Word) -> bool:

@@ -46,6 +46,20 @@ def test_a_word_stretched_over_a_pause_mid_sentence_is_the_word_after_it():
         assert (clubs.start, clubs.end) == (0.68, 1.02)
 
 
+def test_a_clause_end_stretched_over_a_pause_is_after_it_when_only_voice_no_word_claims_is():
+    # base wrote "ten of clubs. four queen of clubs" as "10 of cloves 4, Queen of Cloves",
+    # stretched "4," from the end of "cloves" over the 1.38 s pause and began "Queen" 0.56 s
+    # into the voice after it: that voice is "four".
+    regions = [(0.19, 1.02), (2.4, 3.9)]
+    words = [w("cloves", 0.46, 0.7), w("4,", 0.7, 2.6), w("Queen", 2.96, 3.14)]
+    [_, four, _] = SpeechSnapper(regions).snap(words)
+    assert (four.start, four.end) == (2.4, 2.6)
+    # With the next word right after it, the comma's word is the one before the pause.
+    words = [w("cloves", 0.46, 0.7), w("4,", 0.7, 2.6), w("Queen", 2.6, 3.14)]
+    [_, four, _] = SpeechSnapper(regions).snap(words)
+    assert (four.start, four.end) == (0.7, 1.02)
+
+
 def test_a_pause_a_fifth_of_a_second_long_is_not_inside_a_word():
     # base wrote "seven of clubs five five" under noise and stretched the first "five" from
     # the end of "clubs" over the 0.26 s the VAD heard between the two sentences.
