@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from engine.cues import ends_sentence
 from engine.protocol import Word
@@ -132,7 +132,8 @@ class SpeechSnapper:
         one before a silence the VAD heard ahead of the word ends in the voice of the word
         before. A word is stretched over pauses before Whisper's own end for it (`aligned_end`)
         only: one moved wholly out of silence keeps its length, but no pause in that made-up
-        span is its own."""
+        span is its own. A word is moved a pause's length or more before Whisper's start only
+        over voice."""
         previous = self._previous
         earliest = (previous.start + previous.end) / 2 if previous else word.start - _LOOK_BACK_S
         heard = self._index(word.start)
@@ -149,7 +150,12 @@ class SpeechSnapper:
         candidates = stretched or before
         if not candidates:
             return word
-        return word.model_copy(update={"start": round(candidates[-1], 3)})
+        onset = candidates[-1]
+        if onset <= word.start - _MIN_PAUSE and voiced_share(audio, onset, word.start) < 0.5:
+            # The voice there stops again before Whisper's start: it is the end of the word
+            # before, the pause found a dip inside it, and music or noise fills the real one.
+            return word
+        return word.model_copy(update={"start": round(onset, 3)})
 
     def _unclaimed_onset(self, word: Word) -> float | None:
         """Where the VAD's speech that holds the word's start begins, when that is after the
@@ -311,33 +317,63 @@ def pauses(
     """The pauses from `start` to `end` (seconds) after which the voice resumes before `end`,
     as (quiet from, voice again at): runs of quiet 10 ms frames at least `_MIN_QUIET_S` long,
     quiet judged against the levels around; none where voice and quiet are too alike."""
-    import numpy as np
-
-    frame = round(_FRAME_S * sample_rate)
-    first = max(int((start - _CONTEXT_S) * sample_rate), 0)
-    piece = audio[first : int((end + _CONTEXT_S) * sample_rate)]
-    count = len(piece) // frame
-    if count < 3:
+    levels = _Levels.read(audio, start, end, sample_rate)
+    if levels is None:
         return []
-    power = np.square(piece[: count * frame].astype(np.float64).reshape(count, frame)).mean(1)
-    level = 10 * np.log10(power + 1e-10)
-    # A click or a single loud frame is not voice: each frame takes its neighbours' median.
-    level = np.median(np.stack([level[:-2], level[1:-1], level[2:]]), axis=0)
-    # Digital silence (a file's lead-in of zeros) is quiet, but not the level of the room.
-    audible = level[level > _DIGITAL_SILENCE_DB]
-    if len(audible) < 3:
-        return []
-    quiet_db, voice_db = np.percentile(audible, [5, 95])
-    if voice_db - quiet_db < _MIN_CONTRAST_DB:
-        return []
-    quiet = level < quiet_db + _QUIET_FRACTION * (voice_db - quiet_db)
-    # Frame k of `quiet` is frame k + 1 of the piece.
-    at = first / sample_rate + _FRAME_S
-    lo = max(int((start - at) / _FRAME_S), 0)
-    hi = min(int((end - at) / _FRAME_S) + 1, len(quiet) - 1)
+    quiet = levels.db < levels.quiet_db + _QUIET_FRACTION * (levels.voice_db - levels.quiet_db)
+    lo = levels.frame(start)
+    hi = min(levels.frame(end) + 1, len(quiet) - 1)
     found, run = [], 0
     for k in range(lo, hi):
         run = run + 1 if quiet[k] else 0
         if run * _FRAME_S >= _MIN_QUIET_S and not quiet[k + 1]:
-            found.append((at + (k + 1 - run) * _FRAME_S, at + (k + 1) * _FRAME_S))
+            found.append((levels.at + (k + 1 - run) * _FRAME_S, levels.at + (k + 1) * _FRAME_S))
     return found
+
+
+def voiced_share(audio: np.ndarray, start: float, end: float, sample_rate: int = 16000) -> float:
+    """The share of the 10 ms frames from `start` to `end` nearer the voice's level than the
+    quiet's (1.0 where the two are too alike to tell)."""
+    levels = _Levels.read(audio, start, end, sample_rate)
+    if levels is None:
+        return 1.0
+    frames = levels.db[levels.frame(start) : max(levels.frame(end), levels.frame(start) + 1)]
+    return float((frames > (levels.quiet_db + levels.voice_db) / 2).mean())
+
+
+class _Levels(NamedTuple):
+    """The level of each 10 ms frame of a span and the context around it, in dB, with the
+    levels of quiet and of voice read there."""
+
+    db: np.ndarray
+    at: float  # the time of db[0]
+    quiet_db: float
+    voice_db: float
+
+    @classmethod
+    def read(cls, audio: np.ndarray, start: float, end: float, sample_rate: int) -> _Levels | None:
+        """None where voice and quiet are too alike to be told apart."""
+        import numpy as np
+
+        frame = round(_FRAME_S * sample_rate)
+        first = max(int((start - _CONTEXT_S) * sample_rate), 0)
+        piece = audio[first : int((end + _CONTEXT_S) * sample_rate)]
+        count = len(piece) // frame
+        if count < 3:
+            return None
+        power = np.square(piece[: count * frame].astype(np.float64).reshape(count, frame)).mean(1)
+        level = 10 * np.log10(power + 1e-10)
+        # A click or a single loud frame is not voice: each frame takes its neighbours' median.
+        level = np.median(np.stack([level[:-2], level[1:-1], level[2:]]), axis=0)
+        # Digital silence (a file's lead-in of zeros) is quiet, but not the level of the room.
+        audible = level[level > _DIGITAL_SILENCE_DB]
+        if len(audible) < 3:
+            return None
+        quiet_db, voice_db = np.percentile(audible, [5, 95])
+        if voice_db - quiet_db < _MIN_CONTRAST_DB:
+            return None
+        # Frame k of `level` is frame k + 1 of the piece.
+        return cls(level, first / sample_rate + _FRAME_S, float(quiet_db), float(voice_db))
+
+    def frame(self, t: float) -> int:
+        return max(int((t - self.at) / _FRAME_S), 0)
