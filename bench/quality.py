@@ -17,9 +17,10 @@ times, after 0, 13, 27... ms of silence, and prints the WER of all its runs with
 every real-speech run of a model (WER: all their errors over all their words): one word heard
 one way or the other moves a clip's row, and a change is judged on the pool first. --varied N
 adds N clips of the same recordings with pauses and a background drawn at random (seeded): a
-rule fitted to the standard clips' layout shows there.
+rule fitted to the standard clips' layout shows there, and one fitted to those with one --seed
+shows on another's.
 
-    python bench/quality.py [--models bundled,bundled:tiny.en] [--shifts 1] [--varied 0]
+    python bench/quality.py [--models bundled,bundled:tiny.en] [--shifts 1] [--varied 0] [--seed 0]
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ from tests.support.synth import (  # noqa: E402
 from tests.support.wer import edits, wer  # noqa: E402
 
 
-def clips(varied: int, folder: Path) -> list[tuple[str, Clip]]:
+def clips(varied: int, seed: int, folder: Path) -> list[tuple[str, Clip]]:
     synthetic = synthesize(DIALOGUE_EN, fixture_dir(), "dialogue_en", gap=0.7)
     real = []
     if real_speech.available():
         real = real_speech.standard_clips(fixture_dir())
-        real += real_speech.varied_clips(folder, varied)
+        real += real_speech.varied_clips(folder, varied, seed)
     else:
         print("pocketsphinx-testdata is not installed: synthetic speech only", file=sys.stderr)
     return [*(("real", clip) for clip in real), ("synthetic", synthetic)]
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument(
         "--varied", type=int, default=0, help="real-speech clips with random pauses and background"
     )
+    parser.add_argument("--seed", type=int, default=0, help="of the --varied clips")
     args = parser.parse_args()
     shifts = [k / 75 for k in range(args.shifts)]  # 13.3 ms apart: off the 10 ms frames
     # Raw faster-whisper falls back to sampling at higher temperatures; CTranslate2 seeds each
@@ -137,7 +139,7 @@ def main() -> None:
                 cpu_threads=setup.cpu_threads,  # the engine's: a thread count rounds its own way
             )
             real: dict[str, list[tuple[Clip, list[Cue]]]] = {"raw": [], "engine": []}
-            for kind, clip in clips(args.varied, Path(tmp)):
+            for kind, clip in clips(args.varied, args.seed, Path(tmp)):
                 runs = [shifted(clip, shift, Path(tmp)) for shift in shifts]
                 name = clip.wav.stem
                 done = {

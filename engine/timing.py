@@ -171,13 +171,12 @@ class SpeechSnapper:
         start, end = word.start, word.end
         pause = self._pause_inside(start, end) or self._quiet_inside(start, end)
         if pause:
-            # Whisper stretches the word after a pause back over it, whatever the part of
-            # the word on either side.
-            voiced_after = end - pause[1] >= _VOICED_AFTER_S
-            if opens_sentence or (voiced_after and _spoken_after(word, pause, following)):
+            if self._after_pause(word, pause, opens_sentence, following):
                 start = pause[1]
             else:
                 end = pause[0]
+                if opens_sentence:  # begun in voice of its own: it begins where that voice does
+                    start = self._regions[self._index(start)][0]
         start, end = self._after_speech(start, end, opens_sentence)
         if not self._in_speech(start):
             onset = self._next_onset(start)
@@ -196,6 +195,25 @@ class SpeechSnapper:
         if (start, end) == (word.start, word.end):
             return word
         return word.model_copy(update={"start": round(start, 3), "end": round(end, 3)})
+
+    def _after_pause(
+        self, word: Word, pause: Region, opens_sentence: bool, following: Word | None
+    ) -> bool:
+        """Whether a word Whisper stretched over `pause` is spoken after it. Whisper stretches
+        the word after a pause back over it, whatever the part of the word on either side: a
+        sentence's first word is after it, unless next to none of it is and Whisper began it
+        in voice of its own (tiny.en began "four" 0.2 s into it, after "clubs." had ended,
+        and stretched it over the pause to "queen"). Another word is after it when some of it
+        is, unless it ends a sentence or clause (`_spoken_after`)."""
+        voiced_after = word.end - pause[1] >= _VOICED_AFTER_S
+        if opens_sentence:
+            return voiced_after or not self._own_voice_at(word.start)
+        return voiced_after and _spoken_after(word, pause, following)
+
+    def _own_voice_at(self, t: float) -> bool:
+        """Whether `t` is in speech the VAD heard begin after the word before ended."""
+        previous, i = self._previous, self._index(t)
+        return previous is not None and self._in_speech(t) and self._regions[i][0] >= previous.end
 
     def _after_speech(self, start: float, end: float, opens_sentence: bool) -> tuple[float, float]:
         """A word that goes on a sentence, wholly in the silence just after the speech its

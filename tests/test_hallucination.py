@@ -5,6 +5,7 @@ from dataclasses import replace
 
 from engine.asr import Segment, spread_words
 from engine.hallucination import HallucinationFilter
+from engine.protocol import Word
 
 
 def seg(text: str, start: float, end: float) -> Segment:
@@ -30,6 +31,24 @@ def test_a_phrase_looped_inside_a_segment_is_kept_once():
     assert kept.text == "Thank you."
     assert [w.text.strip() for w in kept.words] == ["Thank", "you."]
     assert kept.end < 6.0
+
+
+def test_a_phrase_written_again_where_it_was_given_no_time_is_kept_once():
+    # tiny.en wrote "four queen of clubs" twice after "ten of clubs", three of the second's
+    # words 0 s long ("clubs 4 queen of" is there twice too, the second mostly 0 s long).
+    said = spread_words("10 of clubs 4 queen of clubs", 0.18, 3.74)
+    again = [Word(start=3.74, end=3.74, text=" " + t) for t in ("4", "queen", "of")]
+    words = (*said, *again, Word(start=3.74, end=3.87, text=" clubs"))
+    [kept] = run(Segment(0.18, 3.87, "10 of clubs 4 queen of clubs 4 queen of clubs", words))
+    assert (kept.text, kept.end) == ("10 of clubs 4 queen of clubs", 3.74)
+    # Given no time first, and time after: the copy with time is kept.
+    later = spread_words("4 queen of clubs", 3.76, 5.0)
+    words = (*again, Word(start=3.74, end=3.76, text=" clubs"), *later)
+    [kept] = run(Segment(3.74, 5.0, "4 queen of clubs 4 queen of clubs", words))
+    assert (kept.text, kept.start) == ("4 queen of clubs", 3.76)
+    # Said twice, both copies with time: both kept.
+    [twice] = run(seg("thank you thank you", 0.0, 1.6))
+    assert twice.text == "thank you thank you"
 
 
 def test_a_single_word_stutter_is_collapsed_only_past_three():

@@ -32,6 +32,16 @@ def test_a_word_stretched_over_a_pause_goes_to_the_side_it_belongs_to():
     assert (closing[1].start, closing[1].end) == (2.5, 2.9)
 
 
+def test_an_opening_word_begun_in_voice_of_its_own_is_before_the_pause_it_is_stretched_over():
+    # tiny.en began "four" 0.1 s into its voice, long after "clubs." ended, and stretched it
+    # over the pause between "four" and "queen" to 0.02 s after it: it is said where the VAD
+    # heard that voice begin.
+    regions = [(0.19, 1.02), (1.44, 1.8), (2.02, 2.97)]
+    snapper = SpeechSnapper(regions, previous=w("clubs.", 0.6, 0.9))
+    [four, _] = snapper.snap([w("4", 1.54, 2.04), w("queen", 2.04, 2.3)])
+    assert (four.start, four.end) == (1.44, 1.8)
+
+
 def test_a_word_stretched_over_a_pause_mid_sentence_is_the_word_after_it():
     # base wrote "ten of clubs four queen" with no full stop, and stretched "four" (spoken
     # after the pause) from the end of "clubs" over the pause, more of it before than after.
